@@ -65,6 +65,8 @@ buffer = 64
 #: Steps during which the test method sends SIGINT to this process (outside the plan, so that
 #: the interrupted and the uninterrupted runs share one plan).
 INTERRUPT_AT: set[int] = set()
+#: Experiences after which (during ``after_experience``, before the boundary's evaluation) it does so.
+INTERRUPT_AFTER_EXPERIENCE: set[int] = set()
 
 @attrs.define
 class EmaConfig:
@@ -102,6 +104,12 @@ class Ema:
                 next(model.parameters()).view(-1)[0] = float("inf")
 
     @hookimpl
+    def after_experience(self, experience: Any) -> None:
+        if experience.index in INTERRUPT_AFTER_EXPERIENCE:
+            INTERRUPT_AFTER_EXPERIENCE.discard(experience.index)
+            signal.raise_signal(signal.SIGINT)
+
+    @hookimpl
     def after_run(self) -> dict[str, float]:
         assert self.ema is not None
         return {"ema_norm": float(self.ema.norm())}
@@ -114,7 +122,7 @@ class Ema:
 
 
 EMA = Method(
-    key="test-ema", summary="test method", paper=Paper("test", 2024), hooks=("optimize", "regularize", "after_step", "after_run"),
+    key="test-ema", summary="test method", paper=Paper("test", 2024), hooks=("optimize", "regularize", "after_step", "after_experience", "after_run"),
     implementation=Ema, config=EmaConfig, touches=("schedule", "metrics"),
 )
 
@@ -192,6 +200,25 @@ def test_ctrl_c_stops_after_the_step_and_resume_is_bit_for_bit(stop_at, referenc
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [r["step"] for r in manifest["resumes"]] == [stop_at]
     assert not (run_dir / FILE).exists()
+
+
+@pytest.mark.parametrize("experience", [0, 1])
+def test_ctrl_c_at_an_experience_boundary_leaves_a_checkpoint_there(experience, reference, tmp_path):
+    # after the last experience the engine skips its checkpoint unless the time rule asks for one;
+    # a stop requested there must still get one
+    reg, path = registry(), ema_plan(tmp_path)
+    INTERRUPT_AFTER_EXPERIENCE.add(experience)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_path(path, tmp_path / "runs", reg)
+    finally:
+        INTERRUPT_AFTER_EXPERIENCE.clear()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    position = read_file(run_dir / FILE)["position"]
+    assert position["step"] == (44 if experience == 0 else reference["results"]["steps"]) and position["phase"] == "done"
+    resumed = run_path(path, tmp_path / "runs", reg, resume=run_dir)
+    assert comparable(resumed.results) == comparable(reference["results"])
+    assert steps_logged(run_dir) == reference["steps"]
 
 
 def test_a_resumed_run_interrupted_again_still_ends_bit_for_bit(reference, tmp_path):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import random
 import signal
@@ -463,6 +464,16 @@ class Checkpointer:
             return True
         if ctx.experience_step % ctx.steps_per_epoch != 0 or ctx.experience_step >= ctx.total_steps:
             return False
+        return self.overdue()
+
+    def due_at_boundary(self, last: bool) -> bool:
+        """Whether to checkpoint after an experience: always between experiences; after the last one
+        only by the time rule, since a completed run deletes that checkpoint a moment later.
+        """
+        return not last or self.overdue()
+
+    def overdue(self) -> bool:
+        """``run.checkpoint_seconds`` have passed since the last checkpoint (decided on the main process, shared)."""
         wanted = time.perf_counter() - self.last_saved >= self.plan.run.checkpoint_seconds
         if self.accelerator.num_processes == 1:
             return wanted
@@ -547,11 +558,14 @@ class StopFlag:
         """Whether to stop after the step just taken: at once on one process; on several, as agreed at this step's loss check."""
         return self.asked if self.accelerator.num_processes == 1 else self.stop
 
-    def check_between_steps(self) -> None:
-        """Stop here if Ctrl-C was pressed on any process (call right after a checkpoint)."""
+    def between_experiences(self) -> bool:
+        """Whether Ctrl-C was pressed on any process; every process learns the same answer.
+
+        Ask before deciding on the boundary's checkpoint, so a run that stops
+        here always has one.
+        """
         self.sync()
-        if self.stop:
-            raise RunInterrupted("stopped between experiences")
+        return self.stop
 
 
 # -- divergence guard ----------------------------------------------------------------------------
@@ -565,7 +579,9 @@ def check_loss(loss: torch.Tensor, ctx: Any, methods: Any, stop: StopFlag, model
 
     With ``model``, a non-finite parameter (the usual cause) is named first.
     """
-    local_bad = not bool(torch.isfinite(loss.detach()).all())
+    value = loss.detach()
+    # a scalar loss (the usual case) is read once; one host read instead of two reductions per step
+    local_bad = not math.isfinite(value.item()) if value.numel() == 1 else not bool(torch.isfinite(value).all())
     if stop.sync(local_bad):
         if model is not None:
             check_parameters(model, ctx, methods, params)

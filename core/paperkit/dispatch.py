@@ -37,6 +37,9 @@ class Methods:
         self.instances: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
         self._argnames: dict[tuple[str, str], tuple[str, ...]] = {}
+        #: per hook, ``(key, bound function, argument names)`` in plan order; built once because
+        #: the engine calls several hooks every training step
+        self._callers: dict[str, list[tuple[str, Any, tuple[str, ...]]]] = {}
         for use in self.uses:
             impl = registry.implementation(use.spec)
             dist, version = registry.origin("method", use.key)
@@ -53,6 +56,7 @@ class Methods:
             for hook in use.spec.hooks:
                 params = list(inspect.signature(getattr(instance, hook)).parameters)
                 self._argnames[(use.key, hook)] = tuple(params)
+                self._callers.setdefault(hook, []).append((use.key, getattr(instance, hook), tuple(params)))
         try:
             self.manager.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -63,14 +67,13 @@ class Methods:
 
     def call(self, hook: str, step: int | None = None, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call ``hook`` on every method implementing it, in plan order; ``[(key, result)]``."""
-        results = []
-        for use in self.implementing(hook):
-            results.append((use.key, self.call_one(use.key, hook, step, **kwargs)))
-        return results
+        return [(key, self._invoke(key, hook, function, names, step, kwargs)) for key, function, names in self._callers.get(hook, ())]
 
     def call_one(self, key: str, hook: str, step: int | None = None, **kwargs: Any) -> Any:
-        function = getattr(self.instances[key], hook)
-        args = {name: kwargs[name] for name in self._argnames[(key, hook)]}
+        return self._invoke(key, hook, getattr(self.instances[key], hook), self._argnames[(key, hook)], step, kwargs)
+
+    def _invoke(self, key: str, hook: str, function: Any, names: tuple[str, ...], step: int | None, kwargs: dict[str, Any]) -> Any:
+        args = {name: kwargs[name] for name in names}
         try:
             return function(**args)
         except PaperkitError:

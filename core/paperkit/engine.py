@@ -47,6 +47,7 @@ from paperkit.context import EvalSet, Optimization, Outputs, RunContext
 from paperkit.dispatch import Methods
 from paperkit.errors import CheckpointError, PlanError
 from paperkit.metrics import stream_metrics
+from paperkit.models.base import Classifier
 from paperkit.plan import Plan
 from paperkit.progress import Progress
 from paperkit.references import Resolver, is_reference, remember, resolve_path
@@ -107,8 +108,11 @@ def run(
                 state.rows.append(evaluate_all(model, task, methods, plan, ctx, phase="experience_end"))
                 recorder.log({"event": "evaluation", "experience": experience.index, "step": ctx.step, "metrics": _flat(state.rows[-1])})
                 state.phase = "done"
-                saver.save(model, methods, ctx, state)
-                stop.check_between_steps()
+                stopping = stop.between_experiences()
+                if stopping or saver.due_at_boundary(last=experience is task.experiences[-1]):
+                    saver.save(model, methods, ctx, state)
+                if stopping:
+                    raise RunInterrupted("stopped between experiences")
                 progress.end_experience()
             summary = {key: out for key, out in methods.call("after_run", model=model, ctx=ctx) if out}
             elapsed = saver.elapsed()
@@ -321,6 +325,8 @@ def _share(ids: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, floa
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu" and all(v.device.type == "cpu" for v in batch.values()):
+        return batch  # already there; skips a dispatch per tensor in every step
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -476,8 +482,6 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
 def forward(model: nn.Module, x: torch.Tensor, ctx: RunContext, experience: Experience | None = None) -> Outputs:
     """Logits (and features when the model offers them), masked to the experience's classes in task-incremental streams."""
-    from paperkit.models.base import Classifier
-
     if isinstance(unwrapped(model), Classifier):
         logits, features = model(x, return_features=True)
     else:

@@ -70,7 +70,8 @@ class RunConfig:
     checkpoint_every: int = option(0, help="Also checkpoint every N optimizer steps (0: only at boundaries).", validator=v.ge(0))
     checkpoint_seconds: float = option(
         30.0, help="At an epoch boundary, checkpoint only when this many seconds have passed since the last checkpoint "
-        "(0: at every epoch boundary). Experience boundaries and checkpoint_every always checkpoint.",
+        "(0: at every epoch boundary). checkpoint_every and the boundaries between experiences always checkpoint; "
+        "the end of the last experience follows this rule too.",
         validator=v.ge(0),
     )
     grad_clip: float | None = option(None, help="Clip the global gradient norm to this value.", validator=v.optional(v.gt(0)))
