@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,6 +63,14 @@ use = "elr"
 """
 
 
+#: where every run of this process writes (run directories, weights); ``run.py`` removes it at the end
+SCRATCH = Path(tempfile.mkdtemp(prefix="paperkit-bench-"))
+
+
+def scratch(name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH))
+
+
 def digits_repeated(repeat: int = 1) -> Any:
     """The digits task with its training set repeated ``repeat`` times (dataset-size scaling)."""
     from paperkit.tasks import DigitsConfig
@@ -79,15 +88,15 @@ def engine_runner(width: int, depth: int, epochs: int, batch: int, methods: bool
     from paperkit.registry import Registry
 
     registry = Registry()
-    tmp = Path(tempfile.mkdtemp(prefix="paperkit-bench-"))
+    tmp = scratch("engine")
     path = tmp / "plan.toml"
     task, options = ("digits", "") if repeat == 1 else ("engine_overhead:digits_repeated", f"repeat = {repeat}")
     path.write_text(PLAN.format(epochs=epochs, batch=batch, depth=depth, width=width, task=task, task_options=options,
                                 extra=THREE_METHODS if methods else ""))
     plan = load_plan(path, [f"run.output={json.dumps(str(tmp / 'runs'))}"], registry=registry)
 
-    def go() -> None:
-        run(plan, 0, registry)
+    def go() -> Path:
+        return run(plan, 0, registry).run_dir / "model.safetensors"
 
     return go
 
@@ -109,12 +118,12 @@ def hand_runner(width: int, depth: int, epochs: int, batch: int, methods: bool =
     from paperkit.models import MLPConfig
     from paperkit.models.mlp import MLP
 
-    tmp = Path(tempfile.mkdtemp(prefix="paperkit-hand-"))
+    tmp = scratch("hand")
     if methods:
         from paperkit_elr.functional import clamped_softmax, elr_penalty, update_targets
         from paperkit_stablemax.functional import orthogonalize_gradients_, stablemax_cross_entropy
 
-    def go() -> None:
+    def go() -> Path:
         task = digits_repeated(repeat)  # loading the data is part of a run on both sides
         train_set, test_set = task.experiences[0].train, task.experiences[0].test
         set_seed(0)
@@ -142,7 +151,7 @@ def hand_runner(width: int, depth: int, epochs: int, batch: int, methods: bool =
             if not sliced:
                 yield from train
                 return
-            for ids in torch.randperm(len(train_set), generator=order).split(batch):
+            for ids in loader_permutation(order, len(train_set)).split(batch):
                 yield train_set.x[ids], train_set.y[ids], train_set.index[ids]
 
         order = torch.Generator().manual_seed(0)
@@ -164,8 +173,22 @@ def hand_runner(width: int, depth: int, epochs: int, batch: int, methods: bool =
                 (optimizer.optimizer if sliced else optimizer).step()
         evaluate()
         save_file({k: v.contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}, str(tmp / "model.safetensors"))
+        return tmp / "model.safetensors"
 
     return go
+
+
+def loader_permutation(generator: torch.Generator, n: int) -> torch.Tensor:
+    """The sample order of one epoch of a shuffling ``DataLoader`` over ``n`` samples using ``generator``.
+
+    Drawn the way the loader draws it, so that all three loops (engine,
+    ``DataLoader``, sliced) train on the same batches and end with the same
+    weights (``tests/test_benchmarks.py``).
+    """
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # the loader iterator's base seed
+    order = torch.randperm(n, generator=generator)
+    torch.randperm(n, generator=generator)  # the sampler's draw for the remainder of n samples (empty)
+    return order
 
 
 def train_samples(epochs: int, repeat: int = 1) -> int:
@@ -181,3 +204,38 @@ def overhead(width: int = 256, depth: int = 2, epochs: int = 10, batch: int = 64
     return {"engine_samples_per_s": n / timing["a_s"], "hand_samples_per_s": n / timing["b_s"],
             "engine_s": timing["a_s"], "hand_s": timing["b_s"], "slowdown": timing["ratio"] - 1.0,
             "slowdown_q1": timing["ratio_q1"] - 1.0, "slowdown_q3": timing["ratio_q3"] - 1.0}
+
+
+def steps_per_epoch(batch: int = 64, repeat: int = 1) -> int:
+    return -(-len(digits_repeated(repeat).experiences[0].train) // batch)
+
+
+def cost_model(width: int = 256, depth: int = 2, batch: int = 64, methods: bool = False, short: int = 2, long: int = 20,
+               repeats: int = 5) -> dict[str, float]:
+    """Each side's fixed cost per run and cost per training step, from runs of two lengths.
+
+    Both sides run ``short`` and ``long`` epochs, all four interleaved; the
+    fastest of ``repeats`` runs of each (the least disturbed by other load)
+    gives two points of the line ``time = fixed + steps * per_step``. The
+    per-step difference is the engine's steady-state overhead, the fixed
+    difference what a run pays once (run directory, manifest, checks).
+    """
+    runs = {(side, epochs): (engine_runner(width, depth, epochs, batch, methods) if side == "engine"
+                             else hand_runner(width, depth, epochs, batch, methods, sliced=True))
+            for side in ("engine", "hand") for epochs in (short, long)}
+    for fn in runs.values():  # warm-up
+        fn()
+    best = {key: float("inf") for key in runs}
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - start)
+    steps = steps_per_epoch(batch)
+    out: dict[str, float] = {}
+    for side in ("engine", "hand"):
+        per_step = (best[side, long] - best[side, short]) / ((long - short) * steps)
+        out[f"{side}_step_us"] = per_step * 1e6
+        out[f"{side}_fixed_ms"] = (best[side, short] - short * steps * per_step) * 1e3
+    out["step_slowdown"] = out["engine_step_us"] / out["hand_step_us"] - 1.0
+    return out

@@ -1,0 +1,49 @@
+"""The engine benchmark compares like with like: the engine and both hand loops end with the same weights.
+
+``benchmarks/engine_overhead.py`` times ``paperkit.engine.run`` against two
+hand-written loops. A timing ratio means something only if the three do the
+same work, so this checks it bit for bit: same initial weights, same batches
+in the same order, same loss and methods, same optimizer steps.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def overhead(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import engine_overhead
+
+    monkeypatch.setattr(engine_overhead, "SCRATCH", tmp_path)
+    yield engine_overhead
+    sys.modules.pop("engine_overhead", None)
+    sys.modules.pop("common", None)
+
+
+@pytest.mark.parametrize("methods", [False, True], ids=["adamw", "three-methods"])
+def test_engine_and_both_hand_loops_end_with_identical_weights(overhead, methods):
+    if methods:
+        pytest.importorskip("paperkit_elr")
+        pytest.importorskip("paperkit_stablemax")
+    engine = load_file(overhead.engine_runner(64, 2, 2, 64, methods=methods)())
+    loader = load_file(overhead.hand_runner(64, 2, 2, 64, methods=methods)())
+    sliced = load_file(overhead.hand_runner(64, 2, 2, 64, methods=methods, sliced=True)())
+    assert sorted(engine) == sorted(loader) == sorted(sliced)
+    for name in engine:
+        assert engine[name].equal(loader[name]), name
+        assert engine[name].equal(sliced[name]), name
+
+
+def test_the_repeated_digits_task_scales_the_training_set_only(overhead):
+    once, four = overhead.digits_repeated(1).experiences[0], overhead.digits_repeated(4).experiences[0]
+    assert len(four.train) == 4 * len(once.train)
+    assert len(four.test) == len(once.test)
+    assert overhead.steps_per_epoch(64) == -(-len(once.train) // 64)
