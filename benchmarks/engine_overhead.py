@@ -102,13 +102,14 @@ def engine_runner(width: int, depth: int, epochs: int, batch: int, methods: bool
 
 
 def hand_runner(width: int, depth: int, epochs: int, batch: int, methods: bool = False, repeat: int = 1,
-                sliced: bool = False) -> Callable[[], Any]:
+                sliced: bool = False, lr: float = 1e-3, max_steps: int | None = None, save: bool = True) -> Callable[[], Any]:
     """The loop a researcher would write by hand with Accelerate.
 
     By default batches come from a shuffling ``DataLoader`` over a
     ``TensorDataset`` (the common way); ``sliced`` indexes the in-memory tensors
     with a permutation instead and steps the wrapped optimizer directly: the
     fastest loop one can write for this data, with the engine's own shortcuts.
+    ``max_steps`` stops early (the start-up reference takes one step).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -129,7 +130,7 @@ def hand_runner(width: int, depth: int, epochs: int, batch: int, methods: bool =
         set_seed(0)
         accelerator = Accelerator(cpu=True)
         model = MLP(64, 10, MLPConfig(depth=depth, width=width))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         train = DataLoader(TensorDataset(train_set.x, train_set.y, train_set.index), batch_size=batch, shuffle=True,
                            generator=torch.Generator().manual_seed(0))
         test = DataLoader(TensorDataset(test_set.x, test_set.y), batch_size=512)
@@ -156,8 +157,12 @@ def hand_runner(width: int, depth: int, epochs: int, batch: int, methods: bool =
 
         order = torch.Generator().manual_seed(0)
         evaluate()
+        steps = 0
         for _epoch in range(epochs):
             for x, y, index in batches():
+                if steps == max_steps:
+                    break
+                steps += 1
                 logits = model(x)
                 if methods:
                     probs = clamped_softmax(logits.float())
@@ -172,7 +177,8 @@ def hand_runner(width: int, depth: int, epochs: int, batch: int, methods: bool =
                     orthogonalize_gradients_(p for p in model.parameters() if p.requires_grad)
                 (optimizer.optimizer if sliced else optimizer).step()
         evaluate()
-        save_file({k: v.contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}, str(tmp / "model.safetensors"))
+        if save:
+            save_file({k: v.contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}, str(tmp / "model.safetensors"))
         return tmp / "model.safetensors"
 
     return go

@@ -55,6 +55,7 @@ def startup(repeats: int = 5) -> dict[str, float | bool]:
             "help_s": wall([*paperkit, "--help"], repeats),
             "plugins_s": wall([*paperkit, "plugins"], repeats),
             "first_step_s": wall(first_step, repeats),
+            "hand_first_step_s": wall([sys.executable, str(ROOT / "benchmarks" / "first_step.py")], repeats),
             "help_imports_torch": imports_torch(["--help"]),
             "plugins_imports_torch": imports_torch(["plugins"]),
         }

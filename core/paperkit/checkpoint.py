@@ -579,9 +579,8 @@ def check_loss(loss: torch.Tensor, ctx: Any, methods: Any, stop: StopFlag, model
 
     With ``model``, a non-finite parameter (the usual cause) is named first.
     """
-    value = loss.detach()
     # a scalar loss (the usual case) is read once; one host read instead of two reductions per step
-    local_bad = not math.isfinite(value.item()) if value.numel() == 1 else not bool(torch.isfinite(value).all())
+    local_bad = not math.isfinite(loss.item()) if loss.numel() == 1 else not bool(torch.isfinite(loss.detach()).all())
     if stop.sync(local_bad):
         if model is not None:
             check_parameters(model, ctx, methods, params)

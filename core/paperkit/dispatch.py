@@ -67,7 +67,10 @@ class Methods:
 
     def call(self, hook: str, step: int | None = None, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call ``hook`` on every method implementing it, in plan order; ``[(key, result)]``."""
-        return [(key, self._invoke(key, hook, function, names, step, kwargs)) for key, function, names in self._callers.get(hook, ())]
+        callers = self._callers.get(hook)
+        if not callers:
+            return []
+        return [(key, self._invoke(key, hook, function, names, step, kwargs)) for key, function, names in callers]
 
     def call_one(self, key: str, hook: str, step: int | None = None, **kwargs: Any) -> Any:
         return self._invoke(key, hook, getattr(self.instances[key], hook), self._argnames[(key, hook)], step, kwargs)
