@@ -173,3 +173,22 @@ def test_rendered_plugin_installs_is_listed_and_passes_its_own_tests(tmp_path: P
     tail = "\n".join(tests.stdout.splitlines()[-40:])
     assert tests.returncode == 0, tail
     assert " passed" in tail and " failed" not in tail
+
+
+def test_a_wheel_of_paperkit_carries_the_template(tmp_path):
+    # `paperkit new` must work for someone who installed paperkit from a wheel, not from this checkout
+    pytest.importorskip("setuptools")
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(root)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("paperkit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "installed")
+    env = {k: v for k, v in os.environ.items() if k != "PAPERKIT_TEMPLATE"} | {"PYTHONPATH": str(tmp_path / "installed")}
+    probe = "import paperkit.authoring as a; print(a.__file__); print(a.template_dir())"
+    module, template = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True).stdout.split()
+    assert Path(module).is_relative_to(tmp_path / "installed")
+    assert Path(template).is_relative_to(tmp_path / "installed")
+    assert (Path(template) / "cookiecutter.json").is_file() and (Path(template) / "hooks" / "pre_gen_project.py").is_file()

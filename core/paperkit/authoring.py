@@ -128,13 +128,18 @@ def check_context(context: dict[str, Any], registry: Any = None) -> dict[str, An
 
 # -- rendering -----------------------------------------------------------------------
 def template_dir(explicit: str | Path | None = None) -> str:
-    """Where the template is: ``--template``, ``$PAPERKIT_TEMPLATE``, or the checkout paperkit runs from."""
+    """Where the template is: ``--template``, ``$PAPERKIT_TEMPLATE``, or the copy installed with paperkit.
+
+    ``paperkit/templates`` links to the repository's ``templates/``; a wheel
+    holds a copy. Where links are not checked out as links, the checkout's
+    ``templates/`` is found by walking up from this file.
+    """
     if explicit:
         return str(explicit)
     if os.environ.get(TEMPLATE_ENV):
         return os.environ[TEMPLATE_ENV]
     here = Path(__file__).resolve()
-    for root in here.parents:
+    for root in (here.parent, *here.parents):
         candidate = root / "templates" / TEMPLATE_NAME
         if (candidate / "cookiecutter.json").is_file():
             return str(candidate)
@@ -203,6 +208,6 @@ def register_commands(sub: Any) -> None:
                    help=f"comma-separated hooks the method implements, from {', '.join(TEMPLATE_HOOKS)} (default: regularize)")
     p.add_argument("--author", default=os.environ.get("USER") or "paperkit author", help="the plugin's author (pyproject)")
     p.add_argument("--output", help="directory that receives paperkit-KEY (default: plugins/ if present, else .)")
-    p.add_argument("--template", help=f"template directory or git URL (default: the checkout's templates/{TEMPLATE_NAME})")
+    p.add_argument("--template", help=f"template directory or git URL (default: templates/{TEMPLATE_NAME}, installed with paperkit)")
     p.add_argument("--no-input", action="store_true", help="never prompt (the default when stdin is not a terminal)")
     p.set_defaults(handler=cmd_new)
