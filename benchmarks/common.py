@@ -21,10 +21,12 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of ``a`` and ``b``, the median of per-pair ratios a/b and its quartiles.
+    """Median seconds of ``a`` and ``b``, the median of per-pair ratios a/b and its quartiles, and the best times.
 
     The quartiles show how far machine noise moves a single pair; a gap
-    smaller than that spread is not a measured difference.
+    smaller than that spread is not a measured difference. Noise from other
+    load only ever adds time, so the fastest run of each side (``a_best_s``,
+    ``b_best_s``) is the least disturbed estimate of its own cost.
     """
     for _ in range(warmup):
         a()
@@ -37,7 +39,7 @@ def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeats: int, warmup
         ratios.append(x / y)
     low, _mid, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
     return {"a_s": statistics.median(ta), "b_s": statistics.median(tb), "ratio": statistics.median(ratios),
-            "ratio_q1": low, "ratio_q3": high}
+            "ratio_q1": low, "ratio_q3": high, "a_best_s": min(ta), "b_best_s": min(tb)}
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:

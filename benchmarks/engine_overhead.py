@@ -209,7 +209,9 @@ def overhead(width: int = 256, depth: int = 2, epochs: int = 10, batch: int = 64
     n = train_samples(epochs, repeat)
     return {"engine_samples_per_s": n / timing["a_s"], "hand_samples_per_s": n / timing["b_s"],
             "engine_s": timing["a_s"], "hand_s": timing["b_s"], "slowdown": timing["ratio"] - 1.0,
-            "slowdown_q1": timing["ratio_q1"] - 1.0, "slowdown_q3": timing["ratio_q3"] - 1.0}
+            "slowdown_q1": timing["ratio_q1"] - 1.0, "slowdown_q3": timing["ratio_q3"] - 1.0,
+            "engine_best_s": timing["a_best_s"], "hand_best_s": timing["b_best_s"],
+            "best_slowdown": timing["a_best_s"] / timing["b_best_s"] - 1.0}
 
 
 def steps_per_epoch(batch: int = 64, repeat: int = 1) -> int:
@@ -244,4 +246,53 @@ def cost_model(width: int = 256, depth: int = 2, batch: int = 64, methods: bool 
         out[f"{side}_step_us"] = per_step * 1e6
         out[f"{side}_fixed_ms"] = (best[side, short] - short * steps * per_step) * 1e3
     out["step_slowdown"] = out["engine_step_us"] / out["hand_step_us"] - 1.0
+    return out
+
+
+def per_step_counts(width: int = 64, depth: int = 2, batch: int = 64, methods: bool = False, short: int = 1,
+                    long: int = 3) -> dict[str, float]:
+    """Tensor operations and Python function calls per training step on each side.
+
+    Counts, unlike times, do not move with machine load: every aten operation
+    dispatched (forward, backward, optimizer, bookkeeping) and every Python
+    and builtin call, over runs of ``short`` and ``long`` epochs, so that the
+    per-run work cancels and what is left is the cost of one step.
+    """
+    import sys
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    def count(fn: Callable[[], Any]) -> tuple[int, int]:
+        calls = 0
+
+        def profile(_frame: Any, event: str, _arg: Any) -> None:
+            nonlocal calls
+            if event in ("call", "c_call"):
+                calls += 1
+
+        fn()  # warm-up: first-use imports and caches are not per-step work
+        with CountOps() as mode:
+            sys.setprofile(profile)
+            try:
+                fn()
+            finally:
+                sys.setprofile(None)
+        return mode.ops, calls
+
+    steps = steps_per_epoch(batch) * (long - short)
+    out: dict[str, float] = {}
+    for side in ("engine", "hand"):
+        make = engine_runner if side == "engine" else lambda *a, **k: hand_runner(*a, **k, sliced=True)
+        (ops_short, calls_short), (ops_long, calls_long) = (count(make(width, depth, e, batch, methods)) for e in (short, long))
+        out[f"{side}_ops"] = (ops_long - ops_short) / steps
+        out[f"{side}_calls"] = (calls_long - calls_short) / steps
     return out

@@ -47,3 +47,11 @@ def test_the_repeated_digits_task_scales_the_training_set_only(overhead):
     assert len(four.train) == 4 * len(once.train)
     assert len(four.test) == len(once.test)
     assert overhead.steps_per_epoch(64) == -(-len(once.train) // 64)
+
+
+def test_the_engine_adds_no_tensor_work_per_step(overhead):
+    # a count, not a time: the batch slice and the divergence guard's read of the loss, plus a weight
+    # norm every log_every steps; a per-step reduction or copy slipped into the loop would show here
+    counts = overhead.per_step_counts(width=16)
+    assert 0 <= counts["engine_ops"] - counts["hand_ops"] < 3
+    assert counts["engine_calls"] < 1.1 * counts["hand_calls"]

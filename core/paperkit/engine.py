@@ -168,7 +168,9 @@ def train_experience(
         outputs = forward(model, batch["x"], ctx)
         (_key, loss), = methods.call("loss", model=model, batch=batch, outputs=outputs, ctx=ctx, step=step)
         terms = {f"{key}/{name}": value for key, out in methods.call("regularize", model=model, batch=batch, outputs=outputs, ctx=ctx, step=step) if out for name, value in out.items()}
-        total = loss + sum(terms.values()) if terms else loss
+        total = loss
+        for term in terms.values():  # not sum(): that adds a tensor to 0 first, one more kernel per step
+            total = total + term
         check_loss(total, ctx, methods, stop, model, watched)  # also shares a pending Ctrl-C between processes
         stepped.zero_grad(set_to_none=True)
         accelerator.backward(total if share == 1.0 else total * share)
@@ -222,7 +224,7 @@ class StepLog:
         if self.tick_samples is None:
             self.tick_samples = samples - 1
         if ctx.step % self.every != 0 and not observed:
-            self.progress.step(ctx.epoch, loss.item(), 0.0)
+            self.progress.step(ctx.epoch, loss, 0.0)  # the tensor: a quiet run never reads it
             return
         now = time.perf_counter()
         rate = (samples - self.tick_samples) / max(now - self.tick, 1e-9)

@@ -16,7 +16,10 @@ class Progress:
     def run_done(self) -> None: ...
     def start_run(self, label: str, experiences: int) -> None: ...
     def start_experience(self, index: int, total_steps: int) -> None: ...
-    def step(self, epoch: int, loss: float, samples_per_s: float) -> None: ...
+
+    def step(self, epoch: int, loss: float | Any, samples_per_s: float) -> None:
+        """One optimizer step; ``loss`` may be a scalar tensor, read only by a display that draws it."""
+
     def end_experience(self) -> None: ...
     def end_run(self) -> None: ...
     def close(self) -> None: ...
@@ -59,9 +62,9 @@ class RichProgress(Progress):
             self.bars.remove_task(self.steps)
         self.steps = self.bars.add_task(f"experience {index}", total=total_steps, info="")
 
-    def step(self, epoch: int, loss: float, samples_per_s: float) -> None:
+    def step(self, epoch: int, loss: float | Any, samples_per_s: float) -> None:
         if self.steps is not None:
-            self.bars.update(self.steps, advance=1, info=f"epoch {epoch}  loss {loss:.4f}  {samples_per_s:,.0f} samples/s")
+            self.bars.update(self.steps, advance=1, info=f"epoch {epoch}  loss {float(loss):.4f}  {samples_per_s:,.0f} samples/s")
 
     def end_experience(self) -> None:
         if self.run is not None:
