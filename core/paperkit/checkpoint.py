@@ -524,6 +524,7 @@ class StopFlag:
 
     def __init__(self, accelerator: Any) -> None:
         self.accelerator = accelerator
+        self.single = accelerator.num_processes == 1  # asked twice per step; Accelerate's property is not free
         self.asked = False
         self.stop = False
         self._previous: Any = None
@@ -546,7 +547,7 @@ class StopFlag:
 
     def sync(self, local_bad: bool = False) -> bool:
         """Share this process's stop request and ``local_bad`` with every process; returns whether any was bad."""
-        if self.accelerator.num_processes == 1:
+        if self.single:
             self.stop = self.asked
             return local_bad
         flags = torch.tensor([float(self.asked), float(local_bad)], device=self.accelerator.device)
@@ -556,7 +557,7 @@ class StopFlag:
 
     def now(self) -> bool:
         """Whether to stop after the step just taken: at once on one process; on several, as agreed at this step's loss check."""
-        return self.asked if self.accelerator.num_processes == 1 else self.stop
+        return self.asked if self.single else self.stop
 
     def between_experiences(self) -> bool:
         """Whether Ctrl-C was pressed on any process; every process learns the same answer.

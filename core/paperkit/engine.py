@@ -161,6 +161,7 @@ def train_experience(
     meter = StepLog(recorder, progress, plan.run.log_every)
     model.train()
     watched = floating_parameters(model)
+    transforms, world = optimization_transforms(optimization), accelerator.num_processes
     for epoch, batch, share in loader.steps(ctx.experience_step, ctx.total_steps):
         ctx.epoch, step = epoch, ctx.step + 1
         for _key, replaced in methods.call("continual_step", batch=batch, model=model, ctx=ctx, step=step):
@@ -174,7 +175,7 @@ def train_experience(
         check_loss(total, ctx, methods, stop, model, watched)  # also shares a pending Ctrl-C between processes
         stepped.zero_grad(set_to_none=True)
         accelerator.backward(total if share == 1.0 else total * share)
-        for transform in optimization_transforms(optimization):
+        for transform in transforms:
             transform(model)
         if plan.run.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), plan.run.grad_clip)
@@ -183,7 +184,7 @@ def train_experience(
             scheduler.step()
         ctx.step, ctx.experience_step = step, ctx.experience_step + 1
         state.step, state.experience_step = ctx.step, ctx.experience_step
-        state.samples += len(batch["y"]) * accelerator.num_processes
+        state.samples += batch["y"].shape[0] * world
         observed = {f"{key}/{name}": value for key, out in methods.call("after_step", model=model, ctx=ctx, step=step) if out for name, value in out.items()}
         checkpoint = stop.now() or saver.due(ctx)
         if checkpoint or ctx.step % plan.run.log_every == 0 or ctx.experience_step == ctx.total_steps:
@@ -327,8 +328,6 @@ def _share(ids: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, floa
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    if device.type == "cpu" and all(v.device.type == "cpu" for v in batch.values()):
-        return batch  # already there; skips a dispatch per tensor in every step
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -350,6 +349,8 @@ class TrainBatches:
         self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
         self._orders: list[torch.Tensor] = []
         self._generator = torch.Generator().manual_seed(self.seed)
+        #: on the CPU, batches (sliced or collated from host memory) are already where the model is
+        self.move = self.device.type != "cpu"
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -380,7 +381,7 @@ class TrainBatches:
         parts = [_share(order[k * b:(k + 1) * b], self.rank, self.world) for k in range(first, last)]
         batches = _fetch(self.dataset, [ids for ids, _ in parts], self.num_workers)
         for batch, (_ids, share) in zip(batches, parts):
-            yield _to(batch, self.device), share
+            yield (_to(batch, self.device) if self.move else batch), share
 
 
 class EvalBatches:
@@ -476,8 +477,8 @@ def unwrapped(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        elif isinstance(model._modules.get("_orig_mod"), nn.Module):  # a dict lookup: no __getattr__ miss per step
+            model = model._modules["_orig_mod"]
         else:
             return model
 
