@@ -59,7 +59,7 @@ def optimizer_pair(ours: Callable, reference: Callable, shapes: list[tuple[int, 
 
 HIDDEN = [(128, 128)] * 4 + [(512, 128), (128, 512)]
 HIDDEN_DESCRIPTION = ("the hidden matrices of a transformer block of width 128 (4 × 128×128, 512×128, 128×512; "
-                      "Newton–Schulz runs in bfloat16 on both sides, as torch.optim.Muon does, which is slow on CPUs)")
+                      "Newton–Schulz runs in bfloat16 on both sides, as torch.optim.Muon does)")
 LAYER_DESCRIPTION = "one 1024×1024 linear layer, rank-16 adapter, batch 256; 5 training steps or 10 forward passes per timing"
 
 
