@@ -16,6 +16,7 @@ from torch import nn
 from paperkit_layer_rotation import LaycaConfig, LayerRotationConfig, layca_method, layer_rotation_method
 from paperkit_layer_rotation.functional import (
     Layca,
+    alpha_multipliers,
     cosine_distance,
     is_layer_weight,
     layca_step_,
@@ -173,6 +174,43 @@ def test_a_zero_kernel_is_trained_by_others_not_stuck(others):
         torch.testing.assert_close(model[2].weight.detach(), -0.1 * grad)
     else:
         assert not model[2].weight.detach().any()
+
+
+@pytest.mark.parametrize("alpha", [0.8, 0.4, -0.4, -0.8])
+def test_alpha_multipliers_are_the_authors_geometric_profile(alpha):
+    m = alpha_multipliers(6, alpha)
+    ratios = [b / a for a, b in zip(m, m[1:])]
+    assert ratios == pytest.approx([ratios[0]] * 5, rel=1e-12)  # geometric across layers
+    if alpha > 0:  # the first layer slowed by (1-alpha)^5, the last at the full rate
+        assert (m[0], m[-1]) == (pytest.approx((1 - alpha) ** 5, rel=1e-12), pytest.approx(1.0))
+    else:  # the last layer slowed by (1+alpha)^5, the first at the full rate
+        assert (m[0], m[-1]) == (pytest.approx(1.0), pytest.approx((1 + alpha) ** 5, rel=1e-12))
+    assert alpha_multipliers(6, 0.0) == [1.0] * 6 and alpha_multipliers(1, alpha) == [1.0]
+    with pytest.raises(ValueError, match="alpha"):
+        alpha_multipliers(3, 1.0)
+
+
+@pytest.mark.parametrize("alpha", [0.6, -0.6])
+def test_alpha_sets_each_kernels_rotation_per_step(alpha):
+    # Layca turns a kernel by atan(rate) per step, so with alpha kernel i turns by atan(lr * multiplier_i)
+    model, lr = _mlp(), 0.3
+    kernels = [model[0].weight, model[2].weight, model[4].weight]
+    before = [k.detach().clone().double() for k in kernels]
+    opt = Layca(layca_groups(model, alpha=alpha, lr=lr), lr=lr)
+    F.cross_entropy(model(torch.randn(8, 6, generator=torch.Generator().manual_seed(1))), torch.arange(8) % 3).backward()
+    opt.step()
+    for k, k0, m in zip(kernels, before, alpha_multipliers(3, alpha)):
+        k = k.detach().double().flatten()
+        angle = math.acos(min(1.0, (k @ k0.flatten() / (k.norm() * k0.norm())).item()))
+        assert angle == pytest.approx(math.atan(lr * m), rel=1e-4)
+    assert opt.param_groups[-1]["lr"] == lr and opt.param_groups[-1]["layca"] is False  # biases keep the base rate
+
+
+def test_alpha_zero_keeps_one_kernel_group_and_the_hook_passes_alpha_on():
+    model = _mlp()
+    assert len(layca_groups(model, alpha=0.0)) == 2 and len(layca_groups(model, alpha=0.5)) == 4
+    opt = LaycaMethod(LaycaConfig(lr=0.1, alpha=0.5)).optimize(model=model, ctx=SimpleNamespace(total_steps=10)).optimizer
+    assert [g["lr"] for g in opt.param_groups[:3]] == pytest.approx([0.1 * m for m in alpha_multipliers(3, 0.5)])
 
 
 def test_step_decay_is_the_authors_schedule():

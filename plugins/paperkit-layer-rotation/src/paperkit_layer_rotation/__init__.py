@@ -55,6 +55,13 @@ class LaycaConfig:
     )
     decay_factor: float = option(0.2, help="Learning-rate multiplier at each decay_at point (1/5 in the authors' PyTorch example).",
                                  validator=[v.gt(0.0), v.le(1.0)])
+    alpha: float = option(
+        0.0,
+        help="The paper's layer-wise rate configurations (its systematic study; authors' get_learning_rate_multipliers): 0 rotates every "
+        "kernel alike; alpha > 0 slows the layers near the input (the first by (1-alpha)^5), alpha < 0 those near the output "
+        "(the last by (1+alpha)^5). The paper's study used -0.8 to 0.8 with others = 'frozen'.",
+        validator=[v.gt(-1.0), v.lt(1.0)],
+    )
 
 
 PAPER = Paper(

@@ -150,21 +150,45 @@ def step_decay(step: int, total_steps: int, decay_at: Iterable[float], factor: f
     return factor**passed
 
 
-def layca_groups(model: nn.Module) -> list[dict[str, Any]]:
+def alpha_multipliers(layers: int, alpha: float) -> list[float]:
+    """Learning-rate multipliers of ``layers`` kernels in forward order for the paper's α (its systematic study).
+
+    The authors' ``get_learning_rate_multipliers`` (layer-rotation-paper-experiments):
+    α > 0 slows the layers near the input, the first by (1−α)^5 and the last not
+    at all; α < 0 slows the layers near the output, the last by (1+α)^5; the
+    multipliers are geometric in between, and α = 0 rotates every layer alike.
+    """
+    if not -1.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (-1, 1), got {alpha}")
+    if layers < 2 or alpha == 0.0:
+        return [1.0] * layers
+    if alpha > 0:
+        ratio = (1.0 - alpha) ** (5.0 / (layers - 1))
+        return [ratio ** (layers - 1 - i) for i in range(layers)]
+    ratio = (1.0 + alpha) ** (5.0 / (layers - 1))
+    return [ratio**i for i in range(layers)]
+
+
+def layca_groups(model: nn.Module, alpha: float = 0.0, lr: float = 3**-3) -> list[dict[str, Any]]:
     """Parameter groups for :class:`Layca`: the model's trainable kernels, then everything else.
 
     Kernels are what layer rotation measures (:func:`is_layer_weight`); one that
     is all zeros has no direction for Layca to rotate, so it joins the rest,
     which Layca trains with plain SGD or freezes (``others``), as the authors'
     PyTorch example groups parameters by name (``*.weight`` with Layca, the
-    biases without).
+    biases without). With ``alpha`` each kernel gets its own group at rate
+    ``lr`` times its :func:`alpha_multipliers` entry (model order is taken as
+    forward order); the rest keeps the optimizer's ``lr``.
     """
     kernels, rest = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (kernels if is_layer_weight(name, p) and bool(p.detach().ne(0).any()) else rest).append(p)
-    groups = [{"params": kernels}] if kernels else []
+    if alpha == 0.0:
+        groups = [{"params": kernels}] if kernels else []
+    else:
+        groups = [{"params": [p], "lr": lr * m} for p, m in zip(kernels, alpha_multipliers(len(kernels), alpha))]
     return groups + ([{"params": rest, "layca": False}] if rest else [])
 
 

@@ -88,4 +88,5 @@ class LaycaMethod:
         c = self.config
         total, milestones, factor = int(ctx.total_steps), list(c.decay_at), c.decay_factor
         schedule = (lambda step: step_decay(step, total, milestones, factor)) if milestones and factor != 1.0 else None
-        return Optimization(Layca(layca_groups(model), lr=c.lr, momentum=c.momentum, others=c.others), lr_factor=schedule)
+        groups = layca_groups(model, alpha=c.alpha, lr=c.lr)
+        return Optimization(Layca(groups, lr=c.lr, momentum=c.momentum, others=c.others), lr_factor=schedule)
