@@ -214,6 +214,13 @@ def overhead(width: int = 256, depth: int = 2, epochs: int = 10, batch: int = 64
             "best_slowdown": timing["a_best_s"] / timing["b_best_s"] - 1.0}
 
 
+def side_runner(side: str, width: int, depth: int, epochs: int, batch: int, methods: bool) -> Callable[[], Any]:
+    """``"engine"`` or ``"hand"`` (the sliced-tensor loop, the engine's true reference)."""
+    if side == "engine":
+        return engine_runner(width, depth, epochs, batch, methods)
+    return hand_runner(width, depth, epochs, batch, methods, sliced=True)
+
+
 def steps_per_epoch(batch: int = 64, repeat: int = 1) -> int:
     return -(-len(digits_repeated(repeat).experiences[0].train) // batch)
 
@@ -228,8 +235,7 @@ def cost_model(width: int = 256, depth: int = 2, batch: int = 64, methods: bool 
     per-step difference is the engine's steady-state overhead, the fixed
     difference what a run pays once (run directory, manifest, checks).
     """
-    runs = {(side, epochs): (engine_runner(width, depth, epochs, batch, methods) if side == "engine"
-                             else hand_runner(width, depth, epochs, batch, methods, sliced=True))
+    runs = {(side, epochs): side_runner(side, width, depth, epochs, batch, methods)
             for side in ("engine", "hand") for epochs in (short, long)}
     for fn in runs.values():  # warm-up
         fn()
@@ -291,8 +297,8 @@ def per_step_counts(width: int = 64, depth: int = 2, batch: int = 64, methods: b
     steps = steps_per_epoch(batch) * (long - short)
     out: dict[str, float] = {}
     for side in ("engine", "hand"):
-        make = engine_runner if side == "engine" else lambda *a, **k: hand_runner(*a, **k, sliced=True)
-        (ops_short, calls_short), (ops_long, calls_long) = (count(make(width, depth, e, batch, methods)) for e in (short, long))
+        (ops_short, calls_short), (ops_long, calls_long) = (count(side_runner(side, width, depth, e, batch, methods))
+                                                            for e in (short, long))
         out[f"{side}_ops"] = (ops_long - ops_short) / steps
         out[f"{side}_calls"] = (calls_long - calls_short) / steps
     return out

@@ -151,16 +151,16 @@ def engine_section(repeats: int) -> list[str]:
 
 
 def scaling_section(repeats: int) -> list[str]:
-    from engine_overhead import overhead
+    from engine_overhead import overhead, train_samples
 
     rows, results = [], {}
     for width, repeat, epochs in ((64, 1, 10), (256, 1, 10), (1024, 1, 10), (256, 4, 3), (256, 16, 1)):
         r = results[width, repeat] = overhead(width=width, repeat=repeat, epochs=epochs, repeats=repeats, sliced=True)
-        samples = 1437 * repeat * epochs
-        rows.append([width, f"{1437 * repeat:,}", epochs, f"{r['engine_best_s']:.2f}", f"{samples / r['engine_best_s']:,.0f}",
+        samples = train_samples(epochs, repeat)
+        rows.append([width, f"{train_samples(1, repeat):,}", epochs, f"{r['engine_best_s']:.2f}", f"{samples / r['engine_best_s']:,.0f}",
                      f"{samples / r['hand_best_s']:,.0f}", _pct(r["best_slowdown"])])
-    sizes = [1437 * k * epochs / results[256, k]["engine_best_s"] for k, epochs in ((1, 10), (4, 3), (16, 1))]
-    widths = [1437 * 10 / results[w, 1]["engine_best_s"] for w in (64, 256, 1024)]
+    sizes = [train_samples(epochs, k) / results[256, k]["engine_best_s"] for k, epochs in ((1, 10), (4, 3), (16, 1))]
+    widths = [train_samples(10) / results[w, 1]["engine_best_s"] for w in (64, 256, 1024)]
     slowdowns = [r["best_slowdown"] for r in results.values()]
     return [
         "## Scaling",
@@ -168,7 +168,8 @@ def scaling_section(repeats: int) -> list[str]:
         "How engine time grows with model width (MLP 2×width) and training-set size (digits repeated), batch 64,",
         "against the sliced-tensor hand loop (same number of samples per row within each group). Every figure",
         "here is from each side's fastest of the interleaved runs (best of N, as above).",
-        f"At width 256, engine throughput changes by {_pct(sizes[-1] / sizes[0] - 1)} from 1,437 to 22,992 training samples:",
+        f"At width 256, engine throughput changes by {_pct(sizes[-1] / sizes[0] - 1)} from {train_samples(1):,} to "
+        f"{train_samples(1, 16):,} training samples:",
         "the cost per sample does not grow with the dataset; the fixed part per run and the machine's noise move",
         f"it. From width 64 to 1024 throughput falls {widths[0] / widths[-1]:.1f}× as the model's",
         f"FLOPs grow {_mlp_flops(1024) / _mlp_flops(64):.0f}×, because at width 64 the step is dominated by fixed per-step costs",

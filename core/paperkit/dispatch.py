@@ -12,7 +12,7 @@ to the hooks of a training step, and the number of steps done to the others).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterator
+from typing import Any
 
 import pluggy
 
@@ -36,7 +36,6 @@ class Methods:
         self.uses: list[MethodUse] = list(plan.methods)
         self.instances: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
-        self._argnames: dict[tuple[str, str], tuple[str, ...]] = {}
         #: per hook, ``(key, bound function, argument names)`` in plan order; built once because
         #: the engine calls several hooks every training step
         self._callers: dict[str, list[tuple[str, Any, tuple[str, ...]]]] = {}
@@ -54,16 +53,12 @@ class Methods:
                 raise PluginError(f"method '{use.key}' ({self.origins[use.key]}) is invalid: {str(exc).splitlines()[0]}") from None
             self.instances[use.key] = instance
             for hook in use.spec.hooks:
-                params = list(inspect.signature(getattr(instance, hook)).parameters)
-                self._argnames[(use.key, hook)] = tuple(params)
-                self._callers.setdefault(hook, []).append((use.key, getattr(instance, hook), tuple(params)))
+                function = getattr(instance, hook)
+                self._callers.setdefault(hook, []).append((use.key, function, tuple(inspect.signature(function).parameters)))
         try:
             self.manager.check_pending()
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"invalid hook implementation: {str(exc).splitlines()[0]}") from None
-
-    def implementing(self, hook: str) -> Iterator[MethodUse]:
-        return (u for u in self.uses if hook in u.spec.hooks)
 
     def call(self, hook: str, step: int | None = None, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call ``hook`` on every method implementing it, in plan order; ``[(key, result)]``."""
@@ -73,7 +68,8 @@ class Methods:
         return [(key, self._invoke(key, hook, function, names, step, kwargs)) for key, function, names in callers]
 
     def call_one(self, key: str, hook: str, step: int | None = None, **kwargs: Any) -> Any:
-        return self._invoke(key, hook, getattr(self.instances[key], hook), self._argnames[(key, hook)], step, kwargs)
+        (function, names), = ((f, n) for k, f, n in self._callers.get(hook, ()) if k == key)
+        return self._invoke(key, hook, function, names, step, kwargs)
 
     def _invoke(self, key: str, hook: str, function: Any, names: tuple[str, ...], step: int | None, kwargs: dict[str, Any]) -> Any:
         args = {name: kwargs[name] for name in names}

@@ -161,7 +161,7 @@ def train_experience(
     meter = StepLog(recorder, progress, plan.run.log_every)
     model.train()
     watched = floating_parameters(model)
-    transforms, world = optimization_transforms(optimization), accelerator.num_processes
+    transform, world = optimization.grad_transform, accelerator.num_processes
     for epoch, batch, share in loader.steps(ctx.experience_step, ctx.total_steps):
         ctx.epoch, step = epoch, ctx.step + 1
         for _key, replaced in methods.call("continual_step", batch=batch, model=model, ctx=ctx, step=step):
@@ -175,7 +175,7 @@ def train_experience(
         check_loss(total, ctx, methods, stop, model, watched)  # also shares a pending Ctrl-C between processes
         stepped.zero_grad(set_to_none=True)
         accelerator.backward(total if share == 1.0 else total * share)
-        for transform in transforms:
+        if transform is not None:
             transform(model)
         if plan.run.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), plan.run.grad_clip)
@@ -328,6 +328,9 @@ def _share(ids: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, floa
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch on ``device``; on the CPU it is already there (batches come from host memory), so as is."""
+    if device.type == "cpu":
+        return batch
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -349,8 +352,6 @@ class TrainBatches:
         self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
         self._orders: list[torch.Tensor] = []
         self._generator = torch.Generator().manual_seed(self.seed)
-        #: on the CPU, batches (sliced or collated from host memory) are already where the model is
-        self.move = self.device.type != "cpu"
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -381,7 +382,7 @@ class TrainBatches:
         parts = [_share(order[k * b:(k + 1) * b], self.rank, self.world) for k in range(first, last)]
         batches = _fetch(self.dataset, [ids for ids, _ in parts], self.num_workers)
         for batch, (_ids, share) in zip(batches, parts):
-            yield (_to(batch, self.device) if self.move else batch), share
+            yield _to(batch, self.device), share
 
 
 class EvalBatches:
@@ -456,10 +457,6 @@ def _combine_optimization(results: list[tuple[str, Optimization | None]]) -> Opt
             t(model)
 
     return Optimization(optimizers[0][1] if optimizers else None, lr_factor if factors else None, grad_transform if transforms else None)
-
-
-def optimization_transforms(optimization: Optimization) -> list[Any]:
-    return [optimization.grad_transform] if optimization.grad_transform is not None else []
 
 
 def _scheduler(optimizer: Any, optimization: Optimization) -> Any:

@@ -6,7 +6,10 @@ A study adds an overall bar (runs done of total) above the per-run bars.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports this module without torch
+    import torch
 
 
 class Progress:
@@ -17,7 +20,7 @@ class Progress:
     def start_run(self, label: str, experiences: int) -> None: ...
     def start_experience(self, index: int, total_steps: int) -> None: ...
 
-    def step(self, epoch: int, loss: float | Any, samples_per_s: float) -> None:
+    def step(self, epoch: int, loss: float | torch.Tensor, samples_per_s: float) -> None:
         """One optimizer step; ``loss`` may be a scalar tensor, read only by a display that draws it."""
 
     def end_experience(self) -> None: ...
@@ -62,7 +65,7 @@ class RichProgress(Progress):
             self.bars.remove_task(self.steps)
         self.steps = self.bars.add_task(f"experience {index}", total=total_steps, info="")
 
-    def step(self, epoch: int, loss: float | Any, samples_per_s: float) -> None:
+    def step(self, epoch: int, loss: float | torch.Tensor, samples_per_s: float) -> None:
         if self.steps is not None:
             self.bars.update(self.steps, advance=1, info=f"epoch {epoch}  loss {float(loss):.4f}  {samples_per_s:,.0f} samples/s")
 
