@@ -9,12 +9,18 @@
   (``init_lora_weights="pissa"``): forward + backward time; and the merged
   model against the plain base layer: forward time.
 
+- Every plugin that ships ``plugins/paperkit-<key>/benchmark.py`` (optimizer
+  plugins do): its ``make_ours(params)`` against its ``make_reference(params)``,
+  labelled by its ``LABEL`` and ``REFERENCE`` strings, on ``SHAPES`` when it
+  defines them (default: :data:`HIDDEN`).
+
 Every pair runs interleaved in this process on identical tensors.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -143,3 +149,25 @@ def pissa_vs_peft(batch: int = 256, features: int = 1024, rank: int = 16, repeat
     merged_timing = interleaved(forward(merged), forward(base), repeats)
     return {"adapted_ours_ms": 1e3 * adapted["a_s"] / 5, "adapted_peft_ms": 1e3 * adapted["b_s"] / 5, "adapted_ratio": adapted["ratio"],
             "merged_ms": 1e3 * merged_timing["a_s"] / 10, "base_ms": 1e3 * merged_timing["b_s"] / 10, "merged_ratio": merged_timing["ratio"]}
+
+
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+
+
+def plugin_benchmarks() -> list[Any]:
+    """The ``benchmark.py`` module of every plugin that ships one, in key order."""
+    import importlib.util
+
+    found = []
+    for path in sorted(PLUGINS.glob("paperkit-*/benchmark.py")):
+        spec = importlib.util.spec_from_file_location(f"benchmark_{path.parent.name.replace('-', '_')}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found.append(module)
+    return found
+
+
+def plugin_optimizer_pair(module: Any, repeats: int = 7) -> dict[str, float]:
+    """One plugin's optimizer against its reference (see the module docstring)."""
+    return optimizer_pair(module.make_ours, module.make_reference, getattr(module, "SHAPES", HIDDEN), repeats=repeats)

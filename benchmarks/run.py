@@ -219,6 +219,8 @@ def methods_section(repeats: int) -> list[str]:
         ("`normuon`, Muon path (`normalize=false`)", "`torch.optim.Muon`", m.normuon_vs_muon),
         ("`normuon`", "pytorch-optimizer `NorMuon` (per-parameter)", m.normuon_vs_pytorch_optimizer),
         ("`orthograd` transform + AdamW", "pytorch-optimizer `OrthoGrad(AdamW)`", m.orthograd_vs_pytorch_optimizer),
+        *((module.LABEL, module.REFERENCE, lambda repeats, module=module: m.plugin_optimizer_pair(module, repeats))
+          for module in m.plugin_benchmarks()),
     ):
         r = fn(repeats=repeats)
         rows.append([label, reference, f"{r['ours_ms']:.2f}", f"{r['reference_ms']:.2f}", _pct(r["time_ratio"] - 1),

@@ -122,7 +122,7 @@ def test_import_error_at_entry_point_is_a_status():
 
 def test_unknown_touch_is_invalid():
     reg = builtin_registry()
-    reg.add(method(touches=("weights",)))
+    reg.add(method(touches=("wieghts",)))
     assert reg.record("method", "good").status == "invalid"
 
 

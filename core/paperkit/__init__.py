@@ -1,14 +1,28 @@
 """paperkit: machine-learning papers as plugins that compose.
 
-This module is imported by every command, including ``paperkit --help`` and
-``paperkit plugins``, so it must stay free of torch and of anything heavy. The
-records a plugin needs to *describe* itself (``Method``, ``Paper``, ``Claim``,
-``option``) live here; the runtime (engine, tasks, models) is imported lazily.
+This module is the public plugin API: everything a plugin needs is importable
+from ``paperkit`` and nothing deeper (a test fails when a bundled plugin imports
+another core module; ``paperkit.testing`` is the test kit, public too). The
+reference is ``docs/api.md``, generated from the docstrings of :data:`__all__`.
+
+It is imported by every command, including ``paperkit --help`` and ``paperkit
+plugins``, so it must stay free of torch: the records a plugin needs to
+*describe* itself (``Method``, ``Paper``, ``Claim``, ``option``, ``hookimpl``)
+are plain imports; the runtime names (``RunContext``, ``Batch``, ``forward``,
+adapters, buffers, weights I/O) load on first access (PEP 562).
 """
 
-from paperkit.errors import PaperkitError, PlanError, PluginError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from paperkit.errors import CheckpointError, PaperkitError, PlanError, PluginError
 from paperkit.spec import (
     API_VERSION,
+    BATCH_KEYS,
+    HOOKS,
+    SECTION_HOOKS,
     Claim,
     Method,
     ModelSpec,
@@ -20,8 +34,52 @@ from paperkit.spec import (
 
 __version__ = "0.1.0"
 
+#: Runtime names and the module that defines each; imported on first access so that
+#: ``import paperkit`` never imports torch.
+_LAZY: dict[str, str] = {
+    # what hooks receive
+    "RunContext": "paperkit.context",
+    "Batch": "paperkit.context",
+    "Outputs": "paperkit.context",
+    "Optimization": "paperkit.context",
+    "EvalSet": "paperkit.context",
+    # tasks and models
+    "Task": "paperkit.tasks.base",
+    "TaskInfo": "paperkit.tasks.base",
+    "Experience": "paperkit.tasks.base",
+    "IndexedDataset": "paperkit.tasks.base",
+    "Classifier": "paperkit.models.base",
+    "MLP": "paperkit.models.mlp",
+    "CNN": "paperkit.models.cnn",
+    # the training step's building blocks
+    "forward": "paperkit.step",
+    "unwrapped": "paperkit.step",
+    "trainable": "paperkit.step",
+    "per_sample_targets": "paperkit.step",
+    "weighted_mean": "paperkit.step",
+    # shared method machinery
+    "ReservoirBuffer": "paperkit.builtin.reservoir",
+    "Replay": "paperkit.builtin.reservoir",
+    "join_replay": "paperkit.builtin.reservoir",
+    "LowRankLinear": "paperkit.adapters",
+    "LowRankAdapterMethod": "paperkit.adapters",
+    "init_lora_": "paperkit.adapters",
+    "lora_scaling": "paperkit.adapters",
+    "wrap_low_rank": "paperkit.adapters",
+    "adapter_layers": "paperkit.adapters",
+    "merge_and_unload": "paperkit.adapters",
+    # weights on disk
+    "save_weights": "paperkit.weights",
+    "load_weights": "paperkit.weights",
+    "read_weights": "paperkit.weights",
+}
+
 __all__ = [
     "API_VERSION",
+    "BATCH_KEYS",
+    "HOOKS",
+    "SECTION_HOOKS",
+    "CheckpointError",
     "Claim",
     "Method",
     "ModelSpec",
@@ -32,5 +90,39 @@ __all__ = [
     "TaskSpec",
     "hookimpl",
     "option",
+    *_LAZY,
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'paperkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
+    from paperkit.adapters import (
+        LowRankAdapterMethod,
+        LowRankLinear,
+        adapter_layers,
+        init_lora_,
+        lora_scaling,
+        merge_and_unload,
+        wrap_low_rank,
+    )
+    from paperkit.builtin.reservoir import Replay, ReservoirBuffer, join_replay
+    from paperkit.context import Batch, EvalSet, Optimization, Outputs, RunContext
+    from paperkit.models.base import Classifier
+    from paperkit.models.cnn import CNN
+    from paperkit.models.mlp import MLP
+    from paperkit.step import forward, per_sample_targets, trainable, unwrapped, weighted_mean
+    from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo
+    from paperkit.weights import load_weights, read_weights, save_weights

@@ -230,6 +230,10 @@ def wrap(
     return wrapped
 
 
+#: The public name of :func:`wrap` (``paperkit.wrap_low_rank``): any layer wrapper, not only low-rank ones.
+wrap_low_rank = wrap
+
+
 # -- the adapted model -------------------------------------------------------------------
 def adapter_layers(model: nn.Module) -> Iterator[tuple[str, LowRankLinear]]:
     """Every :class:`LowRankLinear` of ``model`` with its name."""

@@ -319,6 +319,7 @@ class Resume:
         _load("the model", ctx.accelerator.unwrap_model(model), payload["model"])
         mine = payload["processes"][self.process_index]
         methods.load_state_dict(mine["methods"])
+        ctx.load_generator_state(mine.get("generators", {}))  # each method's ctx.generator(name), as it was
         position = payload["position"]
         ctx.step, ctx.experience_step = position["step"], position["experience_step"]
         set_rng_state(mine["rng"])  # last: nothing may draw between here and the next step
@@ -431,7 +432,7 @@ class Checkpointer:
 
     def save(self, model: Any, methods: Any, ctx: Any, state: RunState, optimizer: Any = None, scheduler: Any = None) -> None:
         """Checkpoint the run at ``state`` (collective: every process must call it at the same point)."""
-        mine = {"rng": rng_state(), "methods": methods.state_dict()}
+        mine = {"rng": rng_state(), "methods": methods.state_dict(), "generators": ctx.generator_state()}
         processes = [mine] if self.accelerator.num_processes == 1 else _gather(mine)
         if self.accelerator.is_main_process:
             metrics = self.path.parent / "metrics.jsonl"

@@ -1,7 +1,8 @@
-"""What hooks receive: the run context, model outputs, evaluation sets, optimization parts."""
+"""What hooks receive: the run context, the batch, model outputs, evaluation sets, optimization parts."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict
 
@@ -15,8 +16,12 @@ if TYPE_CHECKING:
     from paperkit.plan import Plan
     from paperkit.tasks.base import Experience, Task
 
-#: A batch is a dict of tensors with at least ``x``, ``y`` and ``index``
-#: (the sample's index in the task's training set). Methods may add keys.
+#: A training batch: a dict of tensors whose first dimension is the batch size.
+#: Always ``x`` (inputs), ``y`` (integer labels) and ``index`` (each sample's index
+#: in its experience's training set). Methods may add keys; the ones every built-in
+#: loss understands are ``target`` (soft targets, one probability vector per sample)
+#: and ``weight`` (per-sample loss weights); see :data:`paperkit.BATCH_KEYS`. Every
+#: core transform (replay among them) keeps the keys it did not create.
 Batch = Dict[str, torch.Tensor]
 
 
@@ -82,6 +87,9 @@ class RunContext:
     batch_sampler: Callable[[int], list[Batch]] | None = None
     #: set by the engine: turns a weights path or ``variant:`` reference into a file (see :mod:`paperkit.references`)
     weights_resolver: Callable[..., Path] | None = None
+    #: the key of the method whose hook is running (set by the dispatcher before every hook call)
+    method: str | None = None
+    _generators: dict[str, Any] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -94,6 +102,51 @@ class RunContext:
     @property
     def experience_index(self) -> int:
         return self.experience.index if self.experience is not None else 0
+
+    def generator(self, name: str = "default") -> torch.Generator:
+        """A CPU ``torch.Generator`` of the calling method's own, seeded from the run seed, the method key and ``name``.
+
+        The engine saves every generator handed out in each checkpoint and restores
+        it bit for bit on ``--resume``, so a method that draws only from its
+        generators (never from the global RNG) resumes exactly and does not shift
+        the draws of other methods. Draw on the CPU and move the result, so runs on
+        different devices see the same numbers.
+        """
+        key = f"{self.method or 'run'}/{name}"
+        found = self._generators.get(key)
+        if found is None:
+            found = torch.Generator().manual_seed(_derived_seed(self.seed, key))
+            self._generators[key] = found
+        return found
+
+    def numpy_generator(self, name: str = "default") -> Any:
+        """A ``numpy.random.Generator`` (PCG64) of the calling method's own; checkpointed like :meth:`generator`."""
+        import numpy
+
+        key = f"{self.method or 'run'}/{name}#numpy"
+        found = self._generators.get(key)
+        if found is None:
+            found = numpy.random.Generator(numpy.random.PCG64(_derived_seed(self.seed, key)))
+            self._generators[key] = found
+        return found
+
+    def generator_state(self) -> dict[str, Any]:
+        """Every generator handed out so far, as checkpoint data."""
+        return {key: g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state
+                for key, g in self._generators.items()}
+
+    def load_generator_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`generator_state`; generators not yet created are created with their seed first."""
+        for key, value in state.items():
+            method, _, name = key.partition("/")
+            previous, self.method = self.method, None if method == "run" else method
+            try:
+                if name.endswith("#numpy"):
+                    self.numpy_generator(name.removesuffix("#numpy")).bit_generator.state = value
+                else:
+                    self.generator(name).set_state(value)
+            finally:
+                self.method = previous
 
     def sample_batches(self, n: int = 1) -> list[Batch]:
         """``n`` training batches of the first experience, on the device (for data-dependent init)."""
@@ -127,3 +180,9 @@ class RunContext:
         if self.is_main_process:
             save_weights(self.accelerator.unwrap_model(model), path)
         return path
+
+
+def _derived_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from the run seed and a generator's key, the same in every Python process."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)

@@ -1,4 +1,4 @@
-"""Calling the methods of a plan: instantiation, validation, plan-ordered hook calls.
+"""Calling the methods of a plan: instantiation, validation, plan-ordered hook calls, combination rules.
 
 pluggy validates every method object against the hook specs when it is
 registered (unknown arguments, misspelled hooks via ``check_pending``). The
@@ -7,18 +7,29 @@ calls themselves go through :meth:`Methods.call`, which walks the methods in
 with the method key, its distribution and version, the hook and the step (the
 engine passes the number of the optimizer step in progress, counting from 1,
 to the hooks of a training step, and the number of steps done to the others).
+
+The combination rules of the hook specs live here and nowhere else:
+:meth:`Methods.chain` (``adapt``, ``continual_step``), :meth:`Methods.call_exclusive`
+(``loss``), :meth:`Methods.namespaced` (``regularize`` terms, ``after_step`` and
+``evaluate`` metrics, ``after_run`` summaries) and :meth:`Methods.optimization`
+(``optimize``). The engine and the test kit both call them.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from paperkit import hookspecs
-from paperkit.errors import CheckpointError, PaperkitError, PluginError
+from paperkit.errors import CheckpointError, PaperkitError, PlanError, PluginError
 from paperkit.plan import MethodUse, Plan
+from paperkit.spec import HOOKS
+
+if TYPE_CHECKING:
+    from paperkit.context import Optimization
 
 
 class HookError(PaperkitError):
@@ -64,15 +75,63 @@ class Methods:
         """Call ``hook`` on every method implementing it, in plan order; ``[(key, result)]``."""
         callers = self._callers.get(hook)
         if not callers:
+            _known(hook)
             return []
         return [(key, self._invoke(key, hook, function, names, step, kwargs)) for key, function, names in callers]
 
     def call_one(self, key: str, hook: str, step: int | None = None, **kwargs: Any) -> Any:
-        (function, names), = ((f, n) for k, f, n in self._callers.get(hook, ()) if k == key)
+        """Call ``hook`` on method ``key`` alone (the test kit checks one method's contract this way)."""
+        _known(hook)
+        found = [(f, n) for k, f, n in self._callers.get(hook, ()) if k == key]
+        if not found:
+            raise KeyError(f"method '{key}' does not implement hook '{hook}'")
+        (function, names), = found
         return self._invoke(key, hook, function, names, step, kwargs)
+
+    # -- the combination rules ---------------------------------------------------------------
+    def chain(self, hook: str, name: str, value: Any, step: int | None = None, **kwargs: Any) -> Any:
+        """Pass ``value`` as argument ``name`` through every implementation in plan order; ``None`` keeps it."""
+        callers = self._callers.get(hook)
+        if not callers:
+            _known(hook)
+            return value
+        for key, function, names in callers:
+            kwargs[name] = value
+            out = self._invoke(key, hook, function, names, step, kwargs)
+            if out is not None:
+                value = out
+        return value
+
+    def call_exclusive(self, hook: str, step: int | None = None, **kwargs: Any) -> Any:
+        """The one implementation's result (the plan check guarantees exactly one, e.g. the loss)."""
+        results = self.call(hook, step, **kwargs)
+        if len(results) != 1:
+            raise PlanError(f"hook '{hook}' needs exactly one method, the plan has {len(results)}")
+        return results[0][1]
+
+    def namespaced(self, hook: str, step: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Every implementation's mapping merged as ``{"<method key>/<name>": value}``, in plan order."""
+        callers = self._callers.get(hook)
+        if not callers:
+            _known(hook)
+            return {}
+        out: dict[str, Any] = {}
+        for key, function, names in callers:
+            result = self._invoke(key, hook, function, names, step, kwargs)
+            if result:
+                for name, value in result.items():
+                    out[f"{key}/{name}"] = value
+        return out
+
+    def optimization(self, step: int | None = None, **kwargs: Any) -> Optimization:
+        """The ``optimize`` hook combined: one optimizer, learning-rate factors multiplied, transforms chained."""
+        return combine_optimization(self.call("optimize", step, **kwargs))
 
     def _invoke(self, key: str, hook: str, function: Any, names: tuple[str, ...], step: int | None, kwargs: dict[str, Any]) -> Any:
         args = {name: kwargs[name] for name in names}
+        context = kwargs.get("ctx")
+        if context is not None:
+            context.method = key  # whose generators ctx.generator(name) hands out
         try:
             return function(**args)
         except PaperkitError:
@@ -106,3 +165,34 @@ class Methods:
                     raise CheckpointError(
                         f"method '{key}' ({self.origins[key]}) could not load its checkpointed state: {type(exc).__name__}: {exc}".splitlines()[0]
                     ) from exc
+
+
+def _known(hook: str) -> None:
+    if hook not in HOOKS:
+        from paperkit.errors import did_you_mean
+
+        raise KeyError(f"unknown hook '{hook}'{did_you_mean(hook, HOOKS)}")
+
+
+def combine_optimization(results: list[tuple[str, Optimization | None]]) -> Optimization:
+    """Exactly one optimizer (the plan check guarantees it); lr factors multiply; transforms chain in plan order."""
+    from paperkit.context import Optimization
+
+    optimizers = [(k, r.optimizer) for k, r in results if r is not None and r.optimizer is not None]
+    if len(optimizers) > 1:
+        raise PlanError(f"methods {', '.join(repr(k) for k, _ in optimizers)} each returned an optimizer; keep one")
+    factors = [r.lr_factor for _k, r in results if r is not None and r.lr_factor is not None]
+    transforms = [r.grad_transform for _k, r in results if r is not None and r.grad_transform is not None]
+
+    def lr_factor(step: int) -> float:
+        return math.prod(f(step) for f in factors)
+
+    def grad_transform(model: Any) -> None:
+        for t in transforms:
+            t(model)
+
+    return Optimization(
+        optimizers[0][1] if optimizers else None,
+        (factors[0] if len(factors) == 1 else lr_factor) if factors else None,
+        (transforms[0] if len(transforms) == 1 else grad_transform) if transforms else None,
+    )

@@ -43,16 +43,16 @@ from paperkit.checkpoint import (
     Checkpointer, Resume, RunInterrupted, RunState, StopFlag, check_loss, check_parameters, floating_parameters, open_for_resume,
     prepare_run_dir,
 )
-from paperkit.context import EvalSet, Optimization, Outputs, RunContext
+from paperkit.context import EvalSet, RunContext
 from paperkit.dispatch import Methods
 from paperkit.errors import CheckpointError, PlanError
 from paperkit.metrics import stream_metrics
-from paperkit.models.base import Classifier
 from paperkit.plan import Plan
 from paperkit.progress import Progress
 from paperkit.references import Resolver, is_reference, remember, resolve_path
 from paperkit.runio import RunRecorder, new_run_dir, versions, write_json
 from paperkit.spec import resolve
+from paperkit.step import TrainingStep, forward, scheduler_for, unwrapped  # noqa: F401  (forward, unwrapped: older plugins import them from here)
 from paperkit.tasks.base import Experience, IndexedDataset, Task
 
 ACCURACY = "classification/accuracy"
@@ -149,47 +149,30 @@ def train_experience(
     ctx.total_steps = int(min(plan.run.epochs * len(loader), plan.run.max_steps or math.inf))
     ctx.epoch = ctx.experience_step = state.experience_step = 0
     state.experience, state.phase = experience.index, "train"
-    optimization = _combine_optimization(methods.call("optimize", model=model, ctx=ctx, step=ctx.step))
+    optimization = methods.optimization(ctx.step, model=model, ctx=ctx)
     wants_training = [r for _k, r in methods.call("before_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)]
     if not plan.run.train or False in wants_training or optimization.optimizer is None:
         return restore.check_applied(experience.index)
     optimizer = accelerator.prepare(optimization.optimizer)
     stepped = plain_optimizer(optimizer, accelerator)  # what the loop zeroes and steps, decided once
-    scheduler = _scheduler(stepped, optimization)  # on the optimizer the loop steps, so it counts those steps
+    scheduler = scheduler_for(stepped, optimization.lr_factor)  # on the optimizer the loop steps, so it counts those steps
     restore.in_experience(model, optimizer, scheduler, methods, ctx)  # a checkpoint taken inside this experience
     progress.start_experience(experience.index, ctx.total_steps)
     meter = StepLog(recorder, progress, plan.run.log_every)
     model.train()
     watched = floating_parameters(model)
-    transform, world = optimization.grad_transform, accelerator.num_processes
+    world = accelerator.num_processes
+    step = TrainingStep(methods, ctx, stepped, scheduler, optimization.grad_transform, plan.run.grad_clip,
+                        guard=lambda total: check_loss(total, ctx, methods, stop, model, watched))  # also shares a pending Ctrl-C
     for epoch, batch, share in loader.steps(ctx.experience_step, ctx.total_steps):
-        ctx.epoch, step = epoch, ctx.step + 1
-        for _key, replaced in methods.call("continual_step", batch=batch, model=model, ctx=ctx, step=step):
-            batch = replaced if replaced is not None else batch
-        outputs = forward(model, batch["x"], ctx)
-        (_key, loss), = methods.call("loss", model=model, batch=batch, outputs=outputs, ctx=ctx, step=step)
-        terms = {f"{key}/{name}": value for key, out in methods.call("regularize", model=model, batch=batch, outputs=outputs, ctx=ctx, step=step) if out for name, value in out.items()}
-        total = loss
-        for term in terms.values():  # not sum(): that adds a tensor to 0 first, one more kernel per step
-            total = total + term
-        check_loss(total, ctx, methods, stop, model, watched)  # also shares a pending Ctrl-C between processes
-        stepped.zero_grad(set_to_none=True)
-        accelerator.backward(total if share == 1.0 else total * share)
-        if transform is not None:
-            transform(model)
-        if plan.run.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), plan.run.grad_clip)
-        stepped.step()
-        if scheduler is not None:
-            scheduler.step()
-        ctx.step, ctx.experience_step = step, ctx.experience_step + 1
+        ctx.epoch = epoch
+        done = step(model, batch, share)
         state.step, state.experience_step = ctx.step, ctx.experience_step
-        state.samples += batch["y"].shape[0] * world
-        observed = {f"{key}/{name}": value for key, out in methods.call("after_step", model=model, ctx=ctx, step=step) if out for name, value in out.items()}
+        state.samples += done.batch["y"].shape[0] * world
         checkpoint = stop.now() or saver.due(ctx)
         if checkpoint or ctx.step % plan.run.log_every == 0 or ctx.experience_step == ctx.total_steps:
             check_parameters(model, ctx, methods, watched)  # never log or checkpoint diverged weights
-        meter.log(ctx, optimizer, loss, terms, observed, state.samples)
+        meter.log(ctx, optimizer, done.loss, done.terms, done.observed, state.samples)
         if checkpoint:
             saver.save(model, methods, ctx, state, optimizer, scheduler)
         if stop.now():
@@ -438,60 +421,6 @@ def _sample_batches(experience: Experience, plan: Plan, seed: int, device: torch
         if len(out) == n:
             break
     return out
-
-
-# -- optimization --------------------------------------------------------------------
-def _combine_optimization(results: list[tuple[str, Optimization | None]]) -> Optimization:
-    """Exactly one optimizer (the plan check guarantees it); lr factors multiply; transforms chain."""
-    optimizers = [(k, r.optimizer) for k, r in results if r is not None and r.optimizer is not None]
-    if len(optimizers) > 1:
-        raise PlanError(f"methods {', '.join(repr(k) for k, _ in optimizers)} each returned an optimizer; keep one")
-    factors = [r.lr_factor for _k, r in results if r is not None and r.lr_factor is not None]
-    transforms = [r.grad_transform for _k, r in results if r is not None and r.grad_transform is not None]
-
-    def lr_factor(step: int) -> float:
-        return math.prod(f(step) for f in factors)
-
-    def grad_transform(model: nn.Module) -> None:
-        for t in transforms:
-            t(model)
-
-    return Optimization(optimizers[0][1] if optimizers else None, lr_factor if factors else None, grad_transform if transforms else None)
-
-
-def _scheduler(optimizer: Any, optimization: Optimization) -> Any:
-    if optimization.lr_factor is None:
-        return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, optimization.lr_factor)
-
-
-def unwrapped(model: nn.Module) -> nn.Module:
-    """The user's module inside data-parallel and compile wrappers.
-
-    ``Accelerator.unwrap_model`` does the same but probes installed packages on
-    every call, a cost the training step should not pay.
-    """
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(model._modules.get("_orig_mod"), nn.Module):  # a dict lookup: no __getattr__ miss per step
-            model = model._modules["_orig_mod"]
-        else:
-            return model
-
-
-def forward(model: nn.Module, x: torch.Tensor, ctx: RunContext, experience: Experience | None = None) -> Outputs:
-    """Logits (and features when the model offers them), masked to the experience's classes in task-incremental streams."""
-    if isinstance(unwrapped(model), Classifier):
-        logits, features = model(x, return_features=True)
-    else:
-        logits, features = model(x), None
-    experience = experience or ctx.experience
-    if ctx.task.scenario == "task" and experience is not None:
-        mask = torch.full((logits.shape[-1],), True, device=logits.device)
-        mask[list(experience.classes)] = False
-        logits = logits.masked_fill(mask, -1e9)
-    return Outputs(logits, features)
 
 
 # -- evaluation ----------------------------------------------------------------------

@@ -87,13 +87,20 @@ def before_experience(model: nn.Module, experience: Experience, ctx: RunContext)
 
 @hookspec
 def continual_step(batch: Batch, model: nn.Module, ctx: RunContext) -> Batch | None:
-    """Transform a training batch before the forward pass (replay, augmentation).
+    """Transform a training batch before the forward pass (replay, augmentation, mixing, selection).
 
-    When: every training step, before the forward pass.
+    When: every training step, before the forward pass. Methods under
+    ``[transform]`` (single-task batch transforms) run before those under
+    ``[continual]``.
 
     Combines: chained in plan order; each receives the batch the previous one
-    returned (``None`` means unchanged). A batch is a dict of tensors with at
-    least ``x``, ``y`` and ``index``; methods may add keys (``replay`` mask).
+    returned (``None`` means unchanged). The batch contract: a batch is a dict of
+    tensors whose first dimension is the batch size, with at least ``x``, ``y``
+    and ``index`` (:data:`paperkit.BATCH_KEYS` lists the keys with a core meaning:
+    ``target`` soft targets, ``weight`` per-sample weights, ``replay``). A
+    transform keeps every key it did not create, row for row with the samples it
+    returns; the keys it adds or rewrites are listed in its record's
+    ``batch_keys``. ``loss``, ``regularize`` and ``after_step`` see the final batch.
     """
 
 
@@ -101,11 +108,15 @@ def continual_step(batch: Batch, model: nn.Module, ctx: RunContext) -> Batch | N
 def loss(model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext) -> torch.Tensor | None:
     """Replace the task loss (the default is cross-entropy).
 
-    When: every training step, after the forward pass.
+    When: every training step, after the forward pass, on the final batch.
 
     Combines: exclusive. At most one method in a plan implements it (the plan
     check rejects a second); without one, the built-in ``cross-entropy`` runs.
-    Returns a scalar tensor.
+    Returns a scalar tensor. A loss that takes soft targets (``batch["target"]``)
+    or per-sample weights (``batch["weight"]``) into account says so in its
+    record (``honours = ("target", "weight")``; :func:`paperkit.per_sample_targets`
+    and :func:`paperkit.weighted_mean` do the work); the plan check refuses a
+    method that writes a key the loss does not honour.
     """
 
 
@@ -113,7 +124,7 @@ def loss(model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext) -> t
 def regularize(model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext) -> Mapping[str, torch.Tensor] | None:
     """Add named loss terms.
 
-    When: every training step, after the loss.
+    When: every training step, after the loss, on the final batch.
 
     Combines: every term of every method is summed into the loss; each is
     logged as ``<method key>/<term name>`` in ``metrics.jsonl``.
@@ -121,10 +132,11 @@ def regularize(model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext
 
 
 @hookspec
-def after_step(model: nn.Module, ctx: RunContext) -> Mapping[str, float] | None:
-    """Observe or act after an optimizer step (periodic evaluation, checkpoint budgets, statistics).
+def after_step(model: nn.Module, batch: Batch, ctx: RunContext) -> Mapping[str, float] | None:
+    """Observe or act after an optimizer step (periodic evaluation, buffers, statistics).
 
-    When: after every optimizer step; ``ctx.step`` is the global step count.
+    When: after every optimizer step; ``ctx.step`` is the global step count and
+    ``batch`` the final batch the step trained on.
 
     Combines: all run in plan order; returned numbers are logged to
     ``metrics.jsonl`` namespaced as ``<method key>/<name>``.

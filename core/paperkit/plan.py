@@ -29,7 +29,7 @@ from attrs import validators as v
 
 from paperkit.configs import structure, unstructure
 from paperkit.errors import PlanError, did_you_mean
-from paperkit.spec import SECTION_HOOKS, Method, option
+from paperkit.spec import HONOURABLE, SECTION_HOOKS, Method, option
 
 METHOD_SECTIONS: tuple[str, ...] = tuple(SECTION_HOOKS)
 TOP_LEVEL: tuple[str, ...] = ("run", "task", "model", *METHOD_SECTIONS, "variants", "study")
@@ -325,12 +325,16 @@ def _methods(registry: Any, body: dict[str, Any], where: str) -> list[MethodUse]
                 raise PlanError("missing key 'use' (the method to use)", f"{label} use")
             spec: Method = registry.get("method", key, f"{label} use")
             allowed = SECTION_HOOKS[section]
+            home = spec.home
             if not set(spec.hooks) & set(allowed):
-                home = [s for s, hooks in SECTION_HOOKS.items() if set(spec.hooks) & set(hooks)]
-                hint = f"; put it under [{home[0]}]" if home else ""
                 raise PlanError(
-                    f"method '{key}' implements {', '.join(spec.hooks)}, not {' or '.join(allowed)}{hint}", f"{label} use"
+                    f"method '{key}' implements {', '.join(spec.hooks)}, not {' or '.join(allowed)}; put it under [{home}]",
+                    f"{label} use",
                 )
+            if section == "transform" and home != "transform":
+                raise PlanError(f"method '{key}' is not a single-task batch transform; put it under [{home}]", f"{label} use")
+            if spec.section == "transform" and section != "transform":
+                raise PlanError(f"method '{key}' is a batch transform; put it under [transform]", f"{label} use")
             config = structure(spec.config, options, label) if spec.config is not None else None
             if spec.config is None and options:
                 raise PlanError(f"unknown key; method '{key}' takes no options", f"{label} {sorted(options)[0]}")
@@ -354,7 +358,13 @@ def _default_config(spec: Method) -> Any:
 
 
 def check_combination(plan: Plan, where: str) -> None:
-    """Reject plans whose methods cannot work together, before anything trains."""
+    """Reject plans whose methods cannot work together, before anything trains.
+
+    Three rules, each naming the entry that breaks it: no two methods claim the
+    same thing exclusively; the loss honours every batch key (``target``,
+    ``weight``) another method writes; every ``after``/``before`` a record
+    declares holds in the plan's call order.
+    """
     name = where.rstrip()
     claims: dict[str, list[MethodUse]] = {}
     for use in plan.methods:
@@ -370,3 +380,61 @@ def check_combination(plan: Plan, where: str) -> None:
             )
     if plan.run.train and "optimizer" not in claims:
         raise PlanError('no method provides the optimizer; add use = "adamw" (or another optimizer)', f"{name} [optimize]")
+    _check_honoured(plan, name)
+    _check_order(plan, name)
+
+
+def _check_honoured(plan: Plan, name: str) -> None:
+    losses = plan.methods_for("loss")
+    if not losses:
+        return
+    loss = losses[0]
+    for use in plan.methods:
+        if use is loss:
+            continue
+        for key in use.spec.batch_keys:
+            if key in HONOURABLE and key not in loss.spec.honours:
+                what = "soft targets" if key == "target" else "per-sample weights"
+                raise PlanError(
+                    f"method '{use.key}' sets {what} (batch key '{key}'), which the loss '{loss.key}' ignores; "
+                    f"use a loss that honours '{key}' (cross-entropy does)",
+                    f"{name} [{use.section}] use",
+                )
+
+
+def _matches(entry: str, other: MethodUse) -> bool:
+    if entry.startswith("touches:"):
+        return entry.removeprefix("touches:") in other.spec.touches
+    return entry == other.key
+
+
+def _check_order(plan: Plan, name: str) -> None:
+    """Every declared ``after``/``before`` holds in plan order (the order every hook is called in)."""
+    position = {use.key: i for i, use in enumerate(plan.methods)}
+    for use in plan.methods:
+        for relation, entries in (("after", use.spec.after), ("before", use.spec.before)):
+            for entry in entries:
+                for other in plan.methods:
+                    if other is use or not _matches(entry, other):
+                        continue
+                    wrong = position[use.key] < position[other.key] if relation == "after" else position[use.key] > position[other.key]
+                    if wrong:
+                        where_to = "later" if relation == "after" else "earlier"
+                        raise PlanError(
+                            f"method '{use.key}' must run {relation} '{other.key}' (its record says {relation} = "
+                            f"\"{entry}\"), but [{use.section}] and [{other.section}] put it {'before' if relation == 'after' else 'after'}; "
+                            f"move it {where_to} in the plan",
+                            f"{name} [{use.section}] use",
+                        )
+
+
+def ordering_notes(plan: Plan) -> dict[str, list[str]]:
+    """For ``plan explain``: per method key, the ordering constraints that bind it in this plan."""
+    notes: dict[str, list[str]] = {}
+    for use in plan.methods:
+        for relation, entries in (("after", use.spec.after), ("before", use.spec.before)):
+            for entry in entries:
+                bound = [o.key for o in plan.methods if o is not use and _matches(entry, o)]
+                if bound:
+                    notes.setdefault(use.key, []).append(f"{relation} {', '.join(bound)} ({entry})")
+    return notes

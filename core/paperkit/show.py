@@ -82,6 +82,13 @@ def explain(path: Any, overrides: list[str], variant: str | None, console: Any) 
         if users:
             table.add_row(hook, " → ".join(u.key + (" (default)" if u.implicit else "") for u in users))
     console.print(table)
+    from paperkit.plan import ordering_notes
+
+    for key, notes in ordering_notes(plan).items():
+        console.print(f"order: {key} runs {'; '.join(notes)}", markup=False, highlight=False)
+    for use in plan.methods:
+        if use.spec.batch_keys:
+            console.print(f"batch: {use.key} writes {', '.join(use.spec.batch_keys)}", markup=False, highlight=False)
     from paperkit import tomlwrite
 
     console.print("[bold]resolved plan (defaults filled in)[/bold]")

@@ -16,44 +16,93 @@ from typing import Any, Callable, Literal
 import attrs
 import pluggy
 
-#: Version of the hook API. A plugin built for another version is listed as
-#: ``incompatible`` and never loaded. Bump it when a hook signature changes.
+#: Version of the plugin API (``docs/api.md`` states the rules). A plugin whose
+#: record says another version is listed as ``incompatible``, with what changed and
+#: what to do, and never loaded. Additions (a new hook, a new argument a hook may
+#: take, a new record field with a default, a new public name) keep the version;
+#: removing or renaming any of those, or changing what a hook's result means,
+#: bumps it.
 API_VERSION = 1
 
 #: Marker for hook implementations on a method's implementation class.
 hookimpl = pluggy.HookimplMarker("paperkit")
 
+#: The one table of hooks: every hook, in the order the engine calls them, and the
+#: plan section a method goes in when that hook is its main one. Everything else
+#: derives from it (the hook specs are checked against it, the plan loader, the
+#: test kit, ``paperkit new`` and the template read it).
+HOOK_SECTIONS: dict[str, str] = {
+    "init": "init",
+    "adapt": "adapt",
+    "optimize": "optimize",
+    "before_experience": "continual",
+    "continual_step": "continual",
+    "loss": "regularize",
+    "regularize": "regularize",
+    "after_step": "evaluate",
+    "after_experience": "continual",
+    "evaluate": "evaluate",
+    "after_run": "evaluate",
+}
+
 #: The hooks a method may implement, in the order the engine calls them.
-HOOKS: tuple[str, ...] = (
-    "init",
-    "adapt",
-    "optimize",
-    "before_experience",
-    "continual_step",
-    "loss",
-    "regularize",
-    "after_step",
-    "after_experience",
-    "evaluate",
-    "after_run",
+HOOKS: tuple[str, ...] = tuple(HOOK_SECTIONS)
+
+#: Which of a method's hooks decides its section, first match wins (a method with
+#: ``init`` and ``evaluate`` goes under ``[init]``; one with ``continual_step`` and
+#: ``after_step`` under ``[continual]``).
+SECTION_PRECEDENCE: tuple[str, ...] = (
+    "init", "adapt", "optimize", "regularize", "evaluate", "continual_step", "loss",
+    "before_experience", "after_experience", "after_step", "after_run",
 )
 
-#: Plan sections and the hooks a method placed in that section must implement
-#: at least one of. A method may implement more hooks than its section's.
+#: Plan sections in the order their methods are called, and the hooks a method
+#: placed there must implement at least one of (it may implement more).
+#: ``[transform]`` holds single-task batch transforms (augmentation, mixing,
+#: selection: ``continual_step`` methods whose record says ``section = "transform"``);
+#: they run before the ``[continual]`` methods' transforms.
 SECTION_HOOKS: dict[str, tuple[str, ...]] = {
     "init": ("init",),
     "adapt": ("adapt",),
     "optimize": ("optimize",),
+    "transform": ("continual_step",),
     "regularize": ("regularize", "loss"),
     "evaluate": ("evaluate", "after_step", "after_run"),
     "continual": ("continual_step", "before_experience", "after_experience"),
 }
 
+
+def home_section(hooks: tuple[str, ...] | list[str], declared: str | None = None) -> str:
+    """The plan section a method with these ``hooks`` belongs in (its record's ``section`` if it declares one)."""
+    if declared is not None:
+        return declared
+    for hook in SECTION_PRECEDENCE:
+        if hook in hooks:
+            return HOOK_SECTIONS[hook]
+    raise ValueError(f"no plan section takes hooks {tuple(hooks)}")
+
+
+#: Batch keys with a meaning every core part knows (the batch contract). Methods
+#: may add any other key; its value must be a tensor whose first dimension is the
+#: batch size, so that transforms (replay, mixing, selection) can carry it along.
+BATCH_KEYS: dict[str, str] = {
+    "x": "inputs, shape (B, ...)",
+    "y": "integer class labels, shape (B,)",
+    "index": "each sample's index in its experience's training set, shape (B,)",
+    "target": "soft targets: one probability vector per sample, shape (B, classes); replaces one-hot(y) in the loss",
+    "weight": "per-sample loss weights, shape (B,); the loss is mean(weight * per-sample loss)",
+    "replay": "bool mask of the samples a replay method added, shape (B,)",
+}
+
+#: What a loss may declare it honours (``Method.honours``): the batch keys a method
+#: may set for the loss to act on.
+HONOURABLE: frozenset[str] = frozenset({"target", "weight"})
+
 #: What a method may declare it touches. Used for plan explanations and for
 #: conflicts: two methods that both declare the same thing in ``exclusive``
 #: cannot share a plan.
 TOUCHES: frozenset[str] = frozenset(
-    {"loss", "targets", "gradients", "parameters", "data", "model", "optimizer", "schedule", "metrics"}
+    {"loss", "targets", "weights", "gradients", "parameters", "data", "model", "optimizer", "schedule", "metrics"}
 )
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -139,7 +188,22 @@ def _check_key(instance: Any, attribute: Any, value: str) -> None:
 
 @attrs.frozen
 class Method:
-    """One paper's method as a plugin exposes it through ``paperkit.methods``."""
+    """One paper's method as a plugin exposes it through ``paperkit.methods``.
+
+    Besides what it is (``key``, ``summary``, ``paper``, ``claims``) and where its
+    code is (``implementation``, ``config``), a record declares how it composes,
+    so that ``paperkit plan check`` refuses a combination before anything trains:
+
+    ``hooks``       the hooks the implementation implements (checked on load)
+    ``touches``     what it changes (``TOUCHES``), shown by ``plan explain``
+    ``exclusive``   what no other method in the plan may also claim
+    ``section``     its plan section when not the one its hooks imply (``"transform"``)
+    ``batch_keys``  batch keys it adds or rewrites (``"target"``, ``"weight"``, its own);
+                    the plan's loss must honour ``target``/``weight`` when listed
+    ``honours``     for a ``loss``: the batch keys it takes into account (``HONOURABLE``)
+    ``after``       methods it must run after: keys, or ``"touches:X"`` for any method touching X
+    ``before``      the same, the other way round
+    """
 
     key: str = attrs.field(validator=_check_key)
     summary: str
@@ -151,6 +215,13 @@ class Method:
     exclusive: tuple[str, ...] = ()
     claims: tuple[Claim, ...] = ()
     api_version: int = API_VERSION
+    section: str | None = None
+    batch_keys: tuple[str, ...] = ()
+    honours: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
+    #: further papers the same method was published under (one distribution, one claim each)
+    also: tuple[Paper, ...] = ()
 
     @implementation.validator
     def _check_impl(self, attribute: Any, value: Any) -> None:
@@ -159,20 +230,44 @@ class Method:
 
     def problems(self) -> list[str]:
         """Static problems in the record itself (no import of the implementation)."""
+        from paperkit.errors import did_you_mean
+
         out = []
         for hook in self.hooks:
             if hook not in HOOKS:
-                from paperkit.errors import did_you_mean
-
                 out.append(f"declares unknown hook '{hook}'{did_you_mean(hook, HOOKS)}")
         for name in (*self.touches, *self.exclusive):
             if name not in TOUCHES:
                 out.append(f"declares unknown touch '{name}' (known: {', '.join(sorted(TOUCHES))})")
+        if self.section is not None:
+            if self.section not in SECTION_HOOKS:
+                out.append(f"declares unknown section '{self.section}'{did_you_mean(self.section, tuple(SECTION_HOOKS))}")
+            elif not set(self.hooks) & set(SECTION_HOOKS[self.section]):
+                out.append(f"declares section '{self.section}' but none of its hooks {', '.join(SECTION_HOOKS[self.section])}")
+        for name in self.honours:
+            if name not in HONOURABLE:
+                out.append(f"honours unknown batch key '{name}' (known: {', '.join(sorted(HONOURABLE))})")
+        if self.honours and "loss" not in self.hooks:
+            out.append("declares honours but does not implement the loss hook")
+        for name in self.batch_keys:
+            if name in ("x", "y", "index") and "continual_step" not in self.hooks:
+                out.append(f"declares batch key '{name}' but no continual_step hook that could write it")
+        for entry in (*self.after, *self.before):
+            if entry.startswith("touches:"):
+                if entry.removeprefix("touches:") not in TOUCHES:
+                    out.append(f"orders itself by unknown touch '{entry}' (known: {', '.join(sorted(TOUCHES))})")
+            elif not KEY_PATTERN.match(entry):
+                out.append(f"orders itself by '{entry}', which is neither a method key nor 'touches:X'")
         if self.config is not None and not attrs.has(self.config):
             out.append("config must be an attrs class")
         if not self.hooks:
             out.append("declares no hooks")
         return out
+
+    @property
+    def home(self) -> str:
+        """The plan section this method belongs in."""
+        return home_section(self.hooks, self.section)
 
 
 @attrs.frozen

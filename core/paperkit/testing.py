@@ -52,7 +52,6 @@ paperkit never slows down unrelated test suites.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os
@@ -72,13 +71,6 @@ SMOKE_RUN: dict[str, Any] = {
 SMOKE_MLP: dict[str, Any] = {"depth": 1, "width": 32}
 #: The optimizer a smoke plan gets when neither the method nor ``plan_extra`` provides one.
 DEFAULT_OPTIMIZER: dict[str, Any] = {"use": "adamw", "lr": 0.01}
-#: The section a method is placed in, by the first hook it implements in this order.
-PRIMARY_HOOKS: tuple[tuple[str, str], ...] = (
-    ("init", "init"), ("adapt", "adapt"), ("optimize", "optimize"), ("regularize", "regularize"),
-    ("evaluate", "evaluate"), ("continual_step", "continual"), ("loss", "regularize"),
-    ("before_experience", "continual"), ("after_experience", "continual"), ("after_step", "evaluate"),
-    ("after_run", "evaluate"),
-)
 STREAM_TASKS = ("split-digits", "permuted-digits")
 STREAM_EXPERIENCES = 5
 
@@ -123,6 +115,63 @@ def _run_text(text: str, directory: Path, registry: Any = None, seed: int | None
     plan_path.write_text(text, encoding="utf-8")
     plan = load_plan(plan_path, [*overrides, f"run.output={json.dumps(str(directory / 'runs'))}"], variant=variant, registry=registry)
     return run(plan, plan.run.seeds[0] if seed is None else seed, registry)
+
+
+def run_plan_file(path: str | Path, output: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None,
+                  variant: str | None = None, resume: str | Path | None = None, registry: Any = None) -> Any:
+    """Run the plan file ``path`` for one seed with its run directory under ``output``, optionally resuming
+    ``resume`` (a run directory); the engine's ``RunResult`` (``run_dir``, ``results``)."""
+    from paperkit.engine import run
+    from paperkit.plan import load_plan
+    from paperkit.registry import Registry
+
+    registry = registry if registry is not None else Registry()
+    plan = load_plan(path, [*overrides, f"run.output={json.dumps(str(output))}"], variant=variant, registry=registry)
+    return run(plan, plan.run.seeds[0] if seed is None else seed, registry, resume=Path(resume) if resume else None)
+
+
+def interrupt_and_resume(path: str | Path, directory: str | Path, at_step: int, overrides: tuple[str, ...] | list[str] = (),
+                         registry: Any = None) -> tuple[Any, Any]:
+    """Run ``path`` uninterrupted, then again with Ctrl-C after optimizer step ``at_step`` and ``--resume``;
+    ``(uninterrupted, resumed)`` run results, to compare (metrics and ``model.safetensors`` bit for bit)."""
+    import signal
+
+    from paperkit import step as step_module
+
+    directory = Path(directory)
+    reference = run_plan_file(path, directory / "uninterrupted", overrides, registry=registry)
+    original = step_module.TrainingStep.__call__
+
+    def interrupting(self: Any, model: Any, batch: Any, share: float = 1.0) -> Any:
+        out = original(self, model, batch, share)
+        if self.ctx.step == at_step and self.ctx.plan.variant is None:  # not inside a run a variant: reference starts
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: the run checkpoints after this step and stops
+        return out
+
+    step_module.TrainingStep.__call__ = interrupting  # type: ignore[method-assign]
+    try:
+        try:
+            run_plan_file(path, directory / "interrupted", overrides, registry=registry)
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError(f"the run ended before step {at_step}; interrupt it earlier")
+    finally:
+        step_module.TrainingStep.__call__ = original  # type: ignore[method-assign]
+    (run_dir,) = (d for d in (directory / "interrupted").iterdir() if (d / "checkpoint.safetensors").exists())
+    resumed = run_plan_file(path, directory / "interrupted", overrides, resume=run_dir, registry=registry)
+    return reference, resumed
+
+
+def assert_same_run(a: Any, b: Any) -> None:
+    """Two completed runs ended alike: the same final metrics, accuracy matrix and summary, and bit-identical weights."""
+    from safetensors.torch import load_file
+
+    for key in ("status", "final", "accuracy_matrix", "summary", "steps"):
+        assert a.results.get(key) == b.results.get(key), f"{key}: {a.results.get(key)!r} vs {b.results.get(key)!r}"
+    wa, wb = a.run_dir / "model.safetensors", b.run_dir / "model.safetensors"
+    if wa.exists() or wb.exists():
+        assert_same_state(load_file(str(wa)), load_file(str(wb)), "model.safetensors")
 
 
 @pytest.fixture
@@ -175,8 +224,9 @@ def smoke_plan(key: str, spec: Any, options: dict[str, Any] | None = None, secti
                model_options: dict[str, Any] | None = None, plan_extra: str = "", **run: Any) -> dict[str, Any]:
     """The smallest plan that runs ``key``: raw plan data (``[run]`` overrides as keywords)."""
     from paperkit.plan import parse_toml
+    from paperkit.spec import SECTION_HOOKS
 
-    section = section or section_for(spec.hooks)
+    section = section or section_for(spec.hooks, getattr(spec, "section", None))
     model_defaults = SMOKE_MLP if model == "mlp" else {}
     raw: dict[str, Any] = {
         "run": {**SMOKE_RUN, **run},
@@ -188,7 +238,7 @@ def smoke_plan(key: str, spec: Any, options: dict[str, Any] | None = None, secti
     for name, value in extra.items():
         if name in ("run", "task", "model") and isinstance(value, dict):
             raw[name].update(value)
-        elif name in raw or name in ("init", "adapt", "optimize", "regularize", "evaluate", "continual"):
+        elif name in raw or name in SECTION_HOOKS:
             entries = value if isinstance(value, list) else [value]
             raw.setdefault(name, [])
             raw[name] = [*raw[name], *entries]
@@ -199,12 +249,11 @@ def smoke_plan(key: str, spec: Any, options: dict[str, Any] | None = None, secti
     return raw
 
 
-def section_for(hooks: tuple[str, ...]) -> str:
-    """The plan section a method with these hooks belongs in."""
-    for hook, section in PRIMARY_HOOKS:
-        if hook in hooks:
-            return section
-    raise ValueError(f"no plan section takes hooks {hooks}")
+def section_for(hooks: tuple[str, ...], declared: str | None = None) -> str:
+    """The plan section a method with these hooks belongs in (:func:`paperkit.spec.home_section`)."""
+    from paperkit.spec import home_section
+
+    return home_section(hooks, declared)
 
 
 class MethodHarness:
@@ -289,62 +338,48 @@ class MethodHarness:
         """The ``n``-th training batch the context's sampler draws (fixed per seed)."""
         return self.context(seed).sample_batches(n)[-1]
 
+    def stepper(self, model: Any, methods: Any, ctx: Any, steps: int) -> Any:
+        """The experience's optimization set up as the engine sets it up, as the engine's own
+        :class:`~paperkit.step.TrainingStep` (divergence guard, gradient clipping and schedule included)."""
+        from paperkit.checkpoint import StopFlag, check_loss, floating_parameters
+        from paperkit.step import TrainingStep, scheduler_for
+
+        ctx.total_steps, ctx.experience_step = steps, 0
+        optimization = methods.optimization(ctx.step, model=model, ctx=ctx)
+        if optimization.optimizer is None:  # a gradient-free method: nothing to step
+            return None
+        stop, watched = StopFlag(self.accelerator), floating_parameters(model)
+        return TrainingStep(methods, ctx, optimization.optimizer, scheduler_for(optimization.optimizer, optimization.lr_factor),
+                            optimization.grad_transform, self.plan.run.grad_clip,
+                            guard=lambda total: check_loss(total, ctx, methods, stop, model, watched))
+
     def train(self, model: Any, methods: Any, ctx: Any, steps: int, experience: int = 0, finish: bool = True) -> list[dict[str, Any]]:
-        """Train ``steps`` optimizer steps on one experience, calling every hook as the engine's step does.
+        """Train ``steps`` optimizer steps on one experience, as the engine does: the same seeded batch order
+        (:class:`~paperkit.engine.TrainBatches`) and the same step function, so that contracts can look at the
+        method objects between steps.
 
         Returns one record per step (``loss``, each ``<key>/<term>`` and each
-        ``after_step`` value). ``finish`` also calls ``after_experience``. This
-        is the engine's step in miniature, kept here so contracts can look at
-        method objects between steps; :meth:`ConformanceSuite.run_smoke` runs
-        the engine itself.
+        ``after_step`` value). ``finish`` also calls ``after_experience``.
+        :meth:`ConformanceSuite.run_smoke` runs the whole engine instead.
         """
-        import torch
-        from torch.utils.data import DataLoader
-
-        from paperkit import engine
+        from paperkit.engine import TrainBatches
 
         exp = self.task.experiences[experience]
         ctx.experience = exp
-        generator = torch.Generator().manual_seed(ctx.seed * 1000 + exp.index)
-        loader = DataLoader(exp.train, batch_size=self.plan.run.batch_size, shuffle=True, generator=generator)
+        loader = TrainBatches(exp.train, self.plan, ctx.seed, exp.index, self.accelerator)
         ctx.train_loader, ctx.steps_per_epoch = loader, len(loader)
-        ctx.total_steps, ctx.experience_step = steps, 0
-        optimization = engine._combine_optimization(methods.call("optimize", model=model, ctx=ctx, step=ctx.step))
+        step = self.stepper(model, methods, ctx, steps)
         wants = [r for _k, r in methods.call("before_experience", model=model, experience=exp, ctx=ctx, step=ctx.step)]
         records: list[dict[str, Any]] = []
-        if optimization.optimizer is not None and False not in wants:
-            scheduler = engine._scheduler(optimization.optimizer, optimization)
+        if step is not None and False not in wants:
             model.train()
-            while ctx.experience_step < steps:
-                for batch in loader:
-                    records.append(self._step(model, methods, ctx, optimization, scheduler, batch))
-                    if ctx.experience_step >= steps:
-                        break
+            for epoch, batch, share in loader.steps(0, steps):
+                ctx.epoch = epoch
+                done = step(model, batch, share)
+                records.append({"step": ctx.step, "loss": done.loss.item(), **{k: v.item() for k, v in done.terms.items()}, **done.observed})
         if finish:
             methods.call("after_experience", model=model, experience=exp, ctx=ctx, step=ctx.step)
         return records
-
-    def _step(self, model: Any, methods: Any, ctx: Any, optimization: Any, scheduler: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        from paperkit import engine
-
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        step = ctx.step + 1
-        for _key, replaced in methods.call("continual_step", batch=batch, model=model, ctx=ctx, step=step):
-            batch = replaced if replaced is not None else batch
-        outputs = engine.forward(model, batch["x"], ctx)
-        (_key, loss), = methods.call("loss", model=model, batch=batch, outputs=outputs, ctx=ctx, step=step)
-        terms = {f"{key}/{name}": value for key, out in methods.call("regularize", model=model, batch=batch, outputs=outputs, ctx=ctx, step=step) if out for name, value in out.items()}
-        total = loss + sum(terms.values()) if terms else loss
-        optimization.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if optimization.grad_transform is not None:
-            optimization.grad_transform(model)
-        optimization.optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        ctx.step, ctx.experience_step = step, ctx.experience_step + 1
-        observed = {f"{key}/{name}": value for key, out in methods.call("after_step", model=model, ctx=ctx, step=ctx.step) if out for name, value in out.items()}
-        return {"step": ctx.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}, **observed}
 
     def eval_set(self, model: Any, ctx: Any, experience: int = 0, phase: str = "experience_end") -> Any:
         """The evaluation set the engine hands ``evaluate`` for one experience."""
@@ -364,18 +399,16 @@ def _accelerator(plan: Any) -> Any:
 
 
 def checkpoint_round_trip(state: Any) -> Any:
-    """``state`` after a trip through a checkpoint file (``torch.save``, ``torch.load(weights_only=True)``)."""
-    import torch
+    """``state`` after a trip through a real checkpoint file (the codec runs use: safetensors plus a JSON header)."""
+    from paperkit.checkpoint import round_trip
+    from paperkit.errors import CheckpointError
 
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
     try:
-        return torch.load(buffer, weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError names the offending type
+        return round_trip(state)
+    except CheckpointError as exc:
         raise AssertionError(
-            "state_dict() holds something a checkpoint cannot restore safely (keep to tensors, numbers, "
-            f"strings, lists, tuples and dicts): {str(exc).splitlines()[0]}"
+            "state_dict() holds something a checkpoint cannot store (keep to tensors, arrays, numbers, strings, "
+            f"lists, tuples and dicts with scalar keys): {str(exc).splitlines()[0]}"
         ) from None
 
 
@@ -558,6 +591,21 @@ class ConformanceSuite:
             assert math.isfinite(value), f"final metric {name} is {value}"
 
     @contract()
+    def test_interrupt_and_resume_is_bit_exact(self, tmp_path: Path) -> None:
+        """Ctrl-C after step 3 of the smoke plan and ``--resume`` end exactly like the uninterrupted run:
+        the same metrics and bit-identical weights (method state and ``ctx.generator`` draws included)."""
+        from paperkit import tomlwrite
+
+        raw = self.raw_plan(save_model=True)
+        if not raw["run"].get("train", True):
+            pytest.skip("the smoke plan does not train")
+        path = tmp_path / "plan.toml"
+        path.write_text(tomlwrite.dumps(raw), encoding="utf-8")
+        reference, resumed = interrupt_and_resume(path, tmp_path, at_step=3, registry=self.registry())
+        assert reference.results["steps"] > 3, "the smoke plan must run more than 3 steps"
+        assert_same_run(reference, resumed)
+
+    @contract()
     def test_claim_plans_load(self) -> None:
         """Every claim plan ships with the package, loads (quick overrides too) and defines the claim's two arms."""
         from paperkit.plan import load_plan
@@ -700,31 +748,13 @@ class ConformanceSuite:
             assert_same_state(other_methods.instances[self.name].state_dict(), instance.state_dict(), "method state")
 
     # -- optimize ----------------------------------------------------------------------------
-    def _optimization(self, h: MethodHarness, model: Any, methods: Any, ctx: Any, steps: int) -> tuple[Any, Any]:
-        from paperkit import engine
+    def _optimization(self, h: MethodHarness, model: Any, methods: Any, ctx: Any, steps: int) -> Any:
+        step = h.stepper(model, methods, ctx, steps)
+        assert step is not None, "no optimizer in the smoke plan (set plan_extra)"
+        return step
 
-        ctx.total_steps = steps
-        ctx.experience_step = 0
-        optimization = engine._combine_optimization(methods.call("optimize", model=model, ctx=ctx, step=ctx.step))
-        assert optimization.optimizer is not None, "no optimizer in the smoke plan (set plan_extra)"
-        return optimization, engine._scheduler(optimization.optimizer, optimization)
-
-    def _step(self, model: Any, batch: Any, optimization: Any, scheduler: Any, ctx: Any) -> float:
-        import torch.nn.functional as F
-
-        logits = model(batch["x"])
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        loss = F.cross_entropy(logits, batch["y"])
-        optimization.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if optimization.grad_transform is not None:
-            optimization.grad_transform(model)
-        optimization.optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        ctx.step += 1
-        ctx.experience_step += 1
-        return loss.item()
+    def _step(self, model: Any, batch: Any, step: Any) -> float:
+        return step(model, dict(batch)).loss.item()
 
     @contract("optimize")
     def test_optimize_loss_falls_on_toy_problem(self, tmp_path: Path) -> None:
@@ -735,8 +765,8 @@ class ConformanceSuite:
         model = h.prepare(methods, ctx, 0)
         batch = h.batch()
         steps = 40
-        optimization, scheduler = self._optimization(h, model, methods, ctx, steps)
-        losses = [self._step(model, batch, optimization, scheduler, ctx) for _ in range(steps)]
+        step = self._optimization(h, model, methods, ctx, steps)
+        losses = [self._step(model, batch, step) for _ in range(steps)]
         assert all(math.isfinite(v) for v in losses), f"non-finite loss: {losses}"
         first, last = losses[0], sum(losses[-5:]) / 5
         assert last < 0.9 * first, f"loss did not fall: {first:.4f} -> {last:.4f}"
@@ -751,21 +781,22 @@ class ConformanceSuite:
         methods, ctx = h.methods(), h.context(0)
         model = h.prepare(methods, ctx, 0)
         batches = h.context(0).sample_batches(4)
-        optimization, scheduler = self._optimization(h, model, methods, ctx, 10)
+        step = self._optimization(h, model, methods, ctx, 10)
         for batch in batches[:3]:
-            self._step(model, batch, optimization, scheduler, ctx)
+            self._step(model, batch, step)
         clone = copy.deepcopy(model)
         methods2, ctx2 = h.methods(), h.context(0)
-        optimization2, scheduler2 = self._optimization(h, clone, methods2, ctx2, 10)
-        optimization2.optimizer.load_state_dict(checkpoint_round_trip(optimization.optimizer.state_dict()))
-        if scheduler is not None:
-            scheduler2.load_state_dict(scheduler.state_dict())
+        step2 = self._optimization(h, clone, methods2, ctx2, 10)
+        step2.optimizer.load_state_dict(checkpoint_round_trip(step.optimizer.state_dict()))
+        if step.scheduler is not None:
+            step2.scheduler.load_state_dict(checkpoint_round_trip(step.scheduler.state_dict()))
         instance = methods.instances[self.name]
         if hasattr(instance, "state_dict"):
             methods2.instances[self.name].load_state_dict(checkpoint_round_trip(instance.state_dict()))
+        ctx2.load_generator_state(checkpoint_round_trip(ctx.generator_state()))
         ctx2.step, ctx2.experience_step = ctx.step, ctx.experience_step
-        self._step(model, batches[3], optimization, scheduler, ctx)
-        self._step(clone, batches[3], optimization2, scheduler2, ctx2)
+        self._step(model, batches[3], step)
+        self._step(clone, batches[3], step2)
         for (name, a), b in zip(model.state_dict().items(), clone.state_dict().values()):
             assert torch.equal(a, b), f"{name} differs after a step from restored state"
 
@@ -924,6 +955,27 @@ class ConformanceSuite:
             return
         assert {"x", "y", "index"} <= set(out), f"batch keys {sorted(out)} lack x, y or index"
         assert len(out["x"]) == len(out["y"]) == len(out["index"]), "x, y and index differ in length"
+
+    @contract("continual_step")
+    def test_continual_step_keeps_keys_it_did_not_create(self, tmp_path: Path) -> None:
+        """A batch transform keeps every batch key it did not create, row for row with the samples it returns."""
+        import torch
+
+        spec = self.require("continual_step")
+        h = self.harness(tmp_path, stream=True)
+        methods, ctx = h.methods(), h.context(0)
+        model = h.prepare(methods, ctx, 0)
+        for step, batch in enumerate(h.context(0).sample_batches(3), start=1):
+            batch = dict(batch)
+            batch["probe"] = batch["index"].double() * 2 + 1  # a key another method added: a function of the sample
+            out = methods.call_one(self.name, "continual_step", step, batch=dict(batch), model=model, ctx=ctx)
+            out = batch if out is None else out
+            assert "probe" in out, f"step {step}: the batch transform dropped the key 'probe' it did not create"
+            assert len(out["probe"]) == len(out["y"]), f"step {step}: 'probe' has {len(out['probe'])} rows, the batch {len(out['y'])}"
+            if "index" not in spec.batch_keys:
+                assert torch.equal(out["probe"], out["index"].double() * 2 + 1), f"step {step}: 'probe' rows no longer match their samples"
+            if "after_step" in spec.hooks:
+                methods.call_one(self.name, "after_step", step, model=model, batch=out, ctx=ctx)
 
     @contract("continual_step", "before_experience", "after_experience")
     def test_continual_state_saved_and_restored(self, tmp_path: Path) -> None:

@@ -68,6 +68,14 @@ class LoRAConfig:
 
 
 @attrs.define
+class MixupConfig:
+    alpha: float = option(
+        1.0, help="α of λ ~ Beta(α, α). 1.0 is the authors' CIFAR setting (Sec. 3.2) and their reference code's default; "
+        "the paper uses α in [0.1, 0.4] on ImageNet (Sec. 3.1).", validator=v.gt(0.0),
+    )
+
+
+@attrs.define
 class ReplayConfig:
     buffer: int = option(200, help="Samples the reservoir buffer holds.", validator=v.ge(1))
     replay_batch: int | None = option(None, help="Replayed samples per step (default: the training batch size).", validator=v.optional(v.ge(1)))
@@ -114,8 +122,16 @@ adamw = Method(
     ),
 )
 cross_entropy = Method(
-    key="cross-entropy", summary="Softmax cross-entropy, the default loss.", paper=_TORCH,
-    hooks=("loss",), implementation="paperkit.builtin.basic:CrossEntropy", config=CrossEntropyConfig, touches=("loss",),
+    key="cross-entropy", summary="Softmax cross-entropy, the default loss; honours soft targets and per-sample weights.",
+    paper=_TORCH, hooks=("loss",), implementation="paperkit.builtin.basic:CrossEntropy", config=CrossEntropyConfig,
+    touches=("loss",), honours=("target", "weight"),
+)
+mixup = Method(
+    key="mixup", summary="mixup: train on convex combinations of sample pairs and of their targets, λ ~ Beta(α, α).",
+    paper=Paper("mixup: Beyond Empirical Risk Minimization", 2018, "1710.09412",
+                "Zhang, Cisse, Dauphin & Lopez-Paz", "ICLR"),
+    hooks=("continual_step",), implementation="paperkit.builtin.mixup:Mixup", config=MixupConfig,
+    touches=("data", "targets"), section="transform", batch_keys=("x", "target"),
 )
 classification = Method(
     key="classification", summary="Accuracy and cross-entropy on each test set; always active, fills the accuracy matrix.",
@@ -130,7 +146,7 @@ replay = Method(
     key="replay", summary="Experience replay with a reservoir buffer: each batch is joined by as many stored samples.",
     paper=Paper("On Tiny Episodic Memories in Continual Learning", 2019, "1902.10486", "Chaudhry et al."),
     hooks=("continual_step", "after_step"), implementation="paperkit.builtin.reservoir:Replay", config=ReplayConfig,
-    touches=("data",),
+    touches=("data",), batch_keys=("replay",),
 )
 lora = Method(
     key="lora", summary="LoRA: frozen linear layers plus a trained low-rank update (alpha/r)·B·A, A random and B zero.",

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paperkit import hookimpl
+from paperkit.step import weighted_mean
 
 
 class DefaultInit:
@@ -25,12 +26,20 @@ class DefaultInit:
 
 
 class CrossEntropy:
+    """Softmax cross-entropy on the batch's targets: soft targets (``batch["target"]``) when a method set them,
+    the labels otherwise; per-sample weights (``batch["weight"]``) when present; label smoothing on either."""
+
     def __init__(self, config: Any) -> None:
         self.config = config
 
     @hookimpl
     def loss(self, batch: dict, outputs: Any) -> torch.Tensor:
-        return F.cross_entropy(outputs.logits, batch["y"], label_smoothing=self.config.label_smoothing)
+        target = batch.get("target")
+        smoothing = self.config.label_smoothing
+        if "weight" not in batch:  # the common case: torch's reduction, one kernel
+            return F.cross_entropy(outputs.logits, batch["y"] if target is None else target, label_smoothing=smoothing)
+        losses = F.cross_entropy(outputs.logits, batch["y"] if target is None else target, label_smoothing=smoothing, reduction="none")
+        return weighted_mean(losses, batch)
 
 
 class Classification:

@@ -31,10 +31,23 @@ class ReservoirBuffer:
         return min(self.seen, self.capacity)
 
     def add(self, batch: dict[str, torch.Tensor]) -> None:
-        items = {k: v.detach().cpu() for k, v in batch.items() if k in ("x", "y", "index")}
+        """Offer every sample of ``batch`` to the reservoir, with every per-sample key it carries
+        (``x``, ``y``, ``index`` and whatever methods added: soft targets, weights, ...).
+
+        The ``replay`` mask is not stored (a stored sample is replayed by definition).
+        The first batch fixes the keys; a later batch with other keys is refused,
+        because replayed and incoming samples could not be joined.
+        """
+        items = {k: v.detach().cpu() for k, v in batch.items() if k != "replay"}
         n = len(items["y"])
+        for key, value in items.items():
+            if not isinstance(value, torch.Tensor) or value.dim() == 0 or len(value) != n:
+                raise ValueError(f"batch key '{key}' is not a per-sample tensor (first dimension {n}); the buffer cannot store it")
         if not self.data:
             self.data = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype) for k, v in items.items()}
+        elif set(items) != set(self.data):
+            raise ValueError(f"the batch has keys {sorted(items)}, the buffer holds {sorted(self.data)}; "
+                             "a method adds batch keys on some steps only")
         for i in range(n):
             if self.seen < self.capacity:
                 slot = self.seen
@@ -59,10 +72,21 @@ class ReservoirBuffer:
 
 
 def join_replay(batch: dict[str, torch.Tensor], replayed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch followed by replayed samples, with a boolean ``replay`` mask."""
-    out = {k: torch.cat([batch[k], replayed[k]]) for k in ("x", "y", "index")}
+    """The batch followed by replayed samples, every key of both joined, with a boolean ``replay`` mask.
+
+    Keys must agree: a key in one but not the other is an error naming it,
+    never a key silently dropped.
+    """
+    incoming = {k: v for k, v in batch.items() if k != "replay"}
+    if set(incoming) != set(replayed):
+        only_batch, only_buffer = sorted(set(incoming) - set(replayed)), sorted(set(replayed) - set(incoming))
+        raise ValueError(f"cannot join replayed samples: keys only in the batch {only_batch}, only in the buffer {only_buffer}")
+    out = {k: torch.cat([v, replayed[k].to(v.device, v.dtype)]) for k, v in incoming.items()}
+    n = len(batch["y"])
     mask = torch.zeros(len(out["y"]), dtype=torch.bool, device=batch["y"].device)
-    mask[len(batch["y"]):] = True
+    mask[n:] = True
+    if "replay" in batch:  # an earlier method's replayed samples stay marked
+        mask[:n] = batch["replay"]
     out["replay"] = mask
     return out
 

@@ -105,7 +105,7 @@ class _Net(torch.nn.Module):
 
 
 def _experience(index: int, x: torch.Tensor, y: torch.Tensor) -> SimpleNamespace:
-    from paperkit.tasks.base import IndexedDataset
+    from paperkit import IndexedDataset
 
     return SimpleNamespace(index=index, train=IndexedDataset(x, y))
 
@@ -152,19 +152,14 @@ def test_rejects_a_model_without_a_linear_head():
 
 def test_resume_after_a_crash_between_experiences_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     """The head is installed by adapt, so a boundary checkpoint loads back into a fresh model."""
-    import json
 
-    from paperkit.engine import run
-    from paperkit.plan import load_plan
-    from paperkit.registry import Registry
+    from paperkit.testing import run_plan_file
 
-    registry = Registry()
     path = tmp_path / "plan.toml"
     path.write_text(EXAMPLE.read_text().replace("epochs = 5", "epochs = 1"))
 
     def go(output: str, resume: Path | None = None):
-        plan = load_plan(path, [f"run.output={json.dumps(str(tmp_path / output))}"], registry=registry)
-        return run(plan, 0, registry, resume=resume)
+        return run_plan_file(path, tmp_path / output, resume=resume)
 
     reference = go("ref").results
     original = GACIL.after_experience

@@ -17,8 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from paperkit.models.cnn import CNN
-from paperkit.models.mlp import MLP
+from paperkit import CNN, MLP
 from paperkit_lsuv.functional import (
     LAYER_TYPES,
     T_MAX,

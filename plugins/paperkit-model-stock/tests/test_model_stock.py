@@ -92,7 +92,7 @@ def test_state_dict_merge_is_per_entry_with_ignore_and_buffers() -> None:
 
 
 def test_one_finetuned_model_is_a_plan_error(run_plan) -> None:
-    from paperkit.errors import PlanError
+    from paperkit import PlanError
 
     text = EXAMPLE.read_text().replace('finetuned = ["variant:finetune", "variant:finetune@+1"]\n\n[variants.pretrain]',
                                        'finetuned = ["variant:finetune"]\n\n[variants.pretrain]')
@@ -102,7 +102,7 @@ def test_one_finetuned_model_is_a_plan_error(run_plan) -> None:
 
 def test_engine_trains_base_and_two_finetunes_then_merges(run_plan) -> None:
     """End to end: the engine pretrains, fine-tunes with two seeds from that base, and the merge equals the function's."""
-    from paperkit.weights import read_weights
+    from paperkit import read_weights
 
     results, _ = run_plan(EXAMPLE.read_text().replace("train = false", "train = false\nsave_model = true"), variant="model-stock")
     assert results["status"] == "completed" and results["steps"] == 0

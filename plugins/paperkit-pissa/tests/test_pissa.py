@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from paperkit.adapters import LowRankLinear, init_lora_, wrap
+from paperkit import LowRankLinear, init_lora_, wrap_low_rank
 from paperkit_pissa.functional import pissa_factors, pissa_init_, pissa_linear, principal_triplets
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
@@ -49,7 +49,7 @@ def _peft_pair(init: str, rank: int, alpha: int):
 @pytest.mark.parametrize("rank,alpha", [(4, 4), (3, 8)])
 def test_parity_with_peft_exact_svd(rank: int, alpha: int) -> None:
     ours, theirs = _peft_pair("pissa", rank, alpha)
-    wrap(ours, ["0", "2"], lambda name, linear: pissa_linear(linear, rank, alpha))
+    wrap_low_rank(ours, ["0", "2"], lambda name, linear: pissa_linear(linear, rank, alpha))
     for name in ("0", "2"):
         a, b = ours.get_submodule(name), theirs.get_submodule(name)
         torch.testing.assert_close(a.lora_A, b.lora_A["default"].weight, atol=1e-5, rtol=1e-5)
@@ -73,7 +73,7 @@ def test_parity_with_peft_fast_svd(monkeypatch) -> None:
     monkeypatch.setattr(peft_layer, "svd_lowrank", seeded)
     monkeypatch.setattr(torch, "svd_lowrank", seeded)
     ours, theirs = _peft_pair("pissa_niter_2", 4, 4)
-    wrap(ours, ["0", "2"], lambda name, linear: pissa_linear(linear, 4, 4, niter=2))
+    wrap_low_rank(ours, ["0", "2"], lambda name, linear: pissa_linear(linear, 4, 4, niter=2))
     for name in ("0", "2"):
         a, b = ours.get_submodule(name), theirs.get_submodule(name)
         torch.testing.assert_close(a.lora_A, b.lora_A["default"].weight, atol=1e-5, rtol=1e-5)
@@ -114,7 +114,7 @@ def test_half_precision_and_bad_inputs() -> None:
 
 
 def test_rank_larger_than_a_layer_is_a_plan_error(run_plan) -> None:
-    from paperkit.errors import PlanError
+    from paperkit import PlanError
 
     text = EXAMPLE.read_text().replace('adapt = { use = "pissa", rank = 4,', 'adapt = { use = "pissa", rank = 40,')
     with pytest.raises(PlanError, match="rank 40 exceeds layer 'stem.0' \\(32×64\\)"):

@@ -122,19 +122,15 @@ def test_ctrl_c_mid_experience_then_resume_gives_the_same_curves_and_summary(tmp
     """The recorded evaluations are method state: a resumed run summarizes exactly like an uninterrupted one."""
     import signal
 
-    from paperkit.engine import run
-    from paperkit.plan import load_plan
-    from paperkit.registry import Registry
+    from paperkit.testing import run_plan_file
 
     from paperkit_stability_gap.hooks import StabilityGap
 
-    registry = Registry()
     path = tmp_path / "plan.toml"
     path.write_text(EXAMPLE.read_text().replace("epochs = 2", "epochs = 1"))
 
     def go(output: str, resume: Path | None = None):
-        plan = load_plan(path, [f"run.output={json.dumps(str(tmp_path / output))}"], registry=registry)
-        return run(plan, 0, registry, resume=resume)
+        return run_plan_file(path, tmp_path / output, resume=resume)
 
     reference = go("ref").results
     original = StabilityGap.after_step

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from paperkit.context import Optimization
+from paperkit import Optimization
 from paperkit_stablemax import OrthoGradConfig, StableMaxConfig, orthograd_method, stablemax_method
 from paperkit_stablemax.functional import (
     ORTHOGRAD_EPS,

@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from paperkit.models.cnn import CNN
-from paperkit.models.mlp import MLP
+from paperkit import CNN, MLP
 from paperkit_zero_init.functional import (
     hadamard,
     hadamard_scale,

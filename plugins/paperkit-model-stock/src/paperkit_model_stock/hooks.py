@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from paperkit import hookimpl
-from paperkit.errors import CheckpointError
-from paperkit.weights import read_weights
+from paperkit import CheckpointError, read_weights
 
 from paperkit_model_stock.functional import model_stock_merge
 

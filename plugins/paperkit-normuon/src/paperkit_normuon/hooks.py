@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from paperkit import hookimpl
-from paperkit.context import Optimization, RunContext
+from paperkit import Optimization, RunContext
 from paperkit_normuon.functional import normuon_for
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from paperkit.adapters import LowRankLinear
+from paperkit import LowRankLinear
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from paperkit.adapters import LowRankAdapterMethod, LowRankLinear
-from paperkit.errors import PlanError
+from paperkit import LowRankAdapterMethod, LowRankLinear, PlanError
 
 from paperkit_pissa.functional import pissa_init_
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from paperkit import hookimpl
-from paperkit.context import Optimization
+from paperkit import Optimization
 from paperkit_stablemax.functional import orthogonalize_gradients_, stablemax_cross_entropy
 
 

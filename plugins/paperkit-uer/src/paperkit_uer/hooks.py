@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from paperkit import PluginError, hookimpl
-from paperkit.builtin.reservoir import Replay
+from paperkit import Replay
 
 from paperkit_uer.functional import uer_loss
 

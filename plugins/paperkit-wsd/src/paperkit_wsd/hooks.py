@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paperkit import hookimpl
-from paperkit.context import Optimization, RunContext
+from paperkit import Optimization, RunContext
 from paperkit_wsd.functional import Phases, lr_factor, phases
 
 
@@ -75,7 +75,7 @@ class WSD:
 
     def _probe(self, model: nn.Module, ctx: RunContext) -> float:
         """Mean cross-entropy on the fixed probe subset of the current experience's training data."""
-        from paperkit.engine import forward
+        from paperkit import forward
 
         data = ctx.experience.train if ctx.experience is not None else ctx.task.experiences[0].train
         n = min(len(data), self.config.probe_batches * ctx.plan.run.batch_size)

@@ -15,7 +15,7 @@ from torch import nn
 from paperkit import hookimpl
 {%- set hooks = cookiecutter.hooks.replace(' ', '').split(',') %}
 {%- if 'optimize' in hooks %}
-from paperkit.context import Optimization
+from paperkit import Optimization
 {%- endif %}
 
 from {{ cookiecutter.__package }} import functional
