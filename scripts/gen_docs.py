@@ -8,12 +8,16 @@
 ``docs/plugins.md``         every installed method: paper, hooks, config, claims and the
                             verification status read from ``docs/verification.json``
                             (written by ``paperkit verify --all``)
+``docs/api.md``             the public plugin API: every name in ``paperkit.__all__`` with its
+                            signature and docstring, every attribute and method of the runtime
+                            classes, the batch keys, and the compatibility rules
 
 Usage: ``python scripts/gen_docs.py`` (write), ``python scripts/gen_docs.py --check``
 (exit 1 when a committed page differs from what the code generates). ``--docs DIR``
 writes elsewhere (the docs tests build a copy).
 
-Nothing here imports torch: the pages come from records, specs and docstrings.
+Only the API reference imports torch (its classes live in the runtime); the other pages come
+from records, specs and docstrings.
 """
 
 from __future__ import annotations
@@ -304,11 +308,127 @@ def method_section(record: Any, verified: dict[tuple[str, str], dict[str, Any]])
 
 
 # -- the command -----------------------------------------------------------------------------
+# -- the API reference ------------------------------------------------------------------
+API_INTRO = """# Plugin API reference
+
+{generated}
+
+Everything a plugin needs is importable from `paperkit` and nothing deeper: a bundled plugin that
+imports another core module fails the core's tests (`tests/test_plugin_api.py`). The test kit,
+`paperkit.testing`, is public too (see [Writing a plugin](authoring.md)). `import paperkit` does not
+import torch: the runtime names below load on first access.
+
+## Compatibility
+
+The plugin API has a version, `paperkit.API_VERSION` (now {version}); a plugin's record states the
+version it was built for (`Method.api_version`, default: the version it was built with).
+
+- **Not breaking** (the version stays): a new hook; a new argument a hook may take (implementations
+  take any subset of a spec's arguments); a new record field with a default; a new public name; a new
+  batch key with a core meaning; a new optional capability the test kit checks only when present.
+- **Breaking** (the version is bumped and `paperkit.spec.API_CHANGES` says what changed): removing or
+  renaming a hook, a hook argument, a record field or a public name; changing what a hook's result
+  means or how results combine; changing the meaning of a batch key.
+- A plugin built for another version is listed as `incompatible` by `paperkit plugins`, never
+  loaded, and a plan naming it gets one line that says what changed and what to do.
+- Plugins written before 1.0 (deep imports such as `paperkit.context.Optimization`, `after_step`
+  without `batch`) keep working: `tests/fixtures/legacy_plugin` is such a plugin, and the whole
+  conformance suite runs on it.
+
+## The batch
+
+A batch is a `dict` of tensors whose first dimension is the batch size. Keys with a core meaning:
+
+{batch}
+
+A method that adds or rewrites keys lists them in its record's `batch_keys`; a loss lists the keys it
+takes into account in `honours`. The plan check refuses a method writing `target` or `weight` next to a
+loss that does not honour it, and every core transform (replay, mixup) keeps the keys it did not create.
+
+## Hooks and plan sections
+
+{hooks}
+
+Signatures and combination rules: [Hook reference](hooks.md).
+"""
+
+
+def _code(text: Any) -> str:
+    """Text inside a code span: quotes of postponed annotations dropped, no backticks."""
+    return str(text).replace("'", "").replace("`", "")
+
+
+def _signature(obj: Any) -> str:
+    import inspect
+
+    try:
+        return str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _doc(obj: Any) -> str:
+    import inspect
+
+    return esc(rst_to_md(inspect.getdoc(obj) or ""))
+
+
+def _members(cls: type) -> list[str]:
+    """Fields, properties and public methods of a runtime class, each with its first docstring paragraph."""
+    import inspect
+
+    import attrs
+
+    out: list[str] = []
+    if attrs.has(cls):
+        rows = [[f"`{f.name}`", f"`{_code(f.type if isinstance(f.type, str) else getattr(f.type, '__name__', f.type))}`"]
+                for f in attrs.fields(cls) if not f.name.startswith("_")]
+        if rows:
+            out += ["", *table(("attribute", "type"), rows)]
+    methods = []
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, property):
+            methods.append((f"`{name}` (property)", value.fget))
+        elif inspect.isfunction(value):
+            methods.append((f"`{name}{_code(_signature(value))}`", value))
+    if methods:
+        out += ["", *table(("method", "what it does"), [[n, _doc(f).split(chr(10) + chr(10))[0]] for n, f in methods])]
+    return out
+
+
+def api_reference() -> str:
+    import inspect
+
+    import paperkit
+    from paperkit import spec
+
+    batch = "\n".join(table(("key", "meaning"), [[f"`{k}`", esc(v)] for k, v in spec.BATCH_KEYS.items()]))
+    hooks = "\n".join(table(("hook", "home section"), [[f"`{h}`", f"`[{s}]`"] for h, s in spec.HOOK_SECTIONS.items()]))
+    lines = [API_INTRO.format(generated=GENERATED, version=spec.API_VERSION, batch=batch, hooks=hooks), "## Names", ""]
+    for name in sorted(paperkit.__all__, key=str.lower):
+        if name == "__version__":
+            continue
+        obj = getattr(paperkit, name)
+        if name == "Batch":  # a type alias: its contract is the batch section above
+            lines += ["### `Batch`", "", "type alias `dict[str, torch.Tensor]`: see [the batch](#the-batch).", ""]
+        elif inspect.isclass(obj):
+            lines += [f"### `{name}`", "", f"class `{name}{_code(_signature(obj))}`", "", _doc(obj), *_members(obj), ""]
+        elif callable(obj) and not isinstance(obj, dict):
+            lines += [f"### `{name}`", "", f"`{name}{_code(_signature(obj))}`", "", _doc(obj), ""]
+        else:
+            kind = "hook implementation marker" if name == "hookimpl" else f"`{type(obj).__name__}`"
+            lines += [f"### `{name}`", "", f"{kind}: `{_code(repr(obj))[:200]}`" if not isinstance(obj, dict) else f"{kind} with keys {', '.join(f'`{k}`' for k in obj)}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def pages(docs: Path) -> dict[str, str]:
     return {
         "plan-reference.md": plan_reference(),
         "hooks.md": hook_reference(),
         "plugins.md": plugin_catalog(docs / VERIFICATION_TABLE),
+        "api.md": api_reference(),
     }
 
 
@@ -316,11 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=Path, default=DOCS, help="docs directory (default: the repository's docs/)")
     parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if plan-reference.md or hooks.md differ from the code")
+                        help="write nothing; exit 1 if plan-reference.md, hooks.md or api.md differ from the code")
     args = parser.parse_args(argv)
     generated = pages(args.docs)
     if args.check:
-        stale = [name for name in ("plan-reference.md", "hooks.md")
+        stale = [name for name in ("plan-reference.md", "hooks.md", "api.md")
                  if not (args.docs / name).is_file() or (args.docs / name).read_text(encoding="utf-8") != generated[name]]
         for name in stale:
             print(f"{args.docs / name} is out of date; run python scripts/gen_docs.py", file=sys.stderr)

@@ -41,8 +41,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -73,13 +73,14 @@ class LowRankLinear(nn.Module):
             raise ValueError(f"rank must be >= 1, got {rank}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight.dtype)}
+        device, dtype = base.weight.device, adapter_dtype(base.weight.dtype)
         self.base = base
-        self.lora_A = nn.Parameter(torch.zeros(rank, base.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **factory))
+        self.lora_A = nn.Parameter(torch.zeros(rank, base.in_features, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=device, dtype=dtype))
         self.scaling = float(scaling)
         self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        self._unmerged_weight: torch.Tensor | None
         self.register_buffer("_unmerged_weight", None, persistent=False)
         for p in base.parameters():
             p.requires_grad_(False)
@@ -128,6 +129,7 @@ class LowRankLinear(nn.Module):
         """Restore the base weight exactly as it was before :meth:`merge`."""
         if not self.merged:
             return
+        assert self._unmerged_weight is not None
         self.base.weight.copy_(self._unmerged_weight)
         self._unmerged_weight = None
         self.merged = False
@@ -183,7 +185,8 @@ def linear_layers(model: nn.Module) -> list[str]:
     }
     adapter_bases = {f"{name}.base" for name, module in model.named_modules() if isinstance(module, LowRankLinear)}
     return [
-        name for name, module in model.named_modules()
+        name
+        for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and name not in inside_attention and name not in adapter_bases
     ]
 
@@ -196,7 +199,7 @@ def find_targets(model: nn.Module, patterns: Iterable[str], where: str = "target
     """
     patterns = list(patterns)
     if not patterns:
-        raise PlanError("no target layers given; name some, e.g. target = [\"all-linear\"]", where)
+        raise PlanError('no target layers given; name some, e.g. target = ["all-linear"]', where)
     layers = linear_layers(model)
     output_layer = _output_layer(model)
     chosen: set[str] = set()
@@ -206,7 +209,9 @@ def find_targets(model: nn.Module, patterns: Iterable[str], where: str = "target
         else:
             hits = [n for n in layers if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            raise PlanError(f"pattern '{pattern}' matches no linear layer (layers: {', '.join(layers) or 'none'})", where)
+            raise PlanError(
+                f"pattern '{pattern}' matches no linear layer (layers: {', '.join(layers) or 'none'})", where
+            )
         chosen.update(hits)
     return [n for n in layers if n in chosen]
 
@@ -218,7 +223,10 @@ def _output_layer(model: nn.Module) -> str | None:
 
 
 def wrap(
-    model: nn.Module, patterns: Iterable[str], factory: Callable[[str, nn.Linear], nn.Module], where: str = "target",
+    model: nn.Module,
+    patterns: Iterable[str],
+    factory: Callable[[str, nn.Linear], nn.Module],
+    where: str = "target",
 ) -> dict[str, nn.Module]:
     """Replace every target layer by ``factory(name, layer)`` in place; ``{name: wrapper}``."""
     wrapped: dict[str, nn.Module] = {}
@@ -323,7 +331,9 @@ def load_adapter(model: nn.Module, path: str | Path) -> None:
         for attr, p in layer.adapter_parameters().items():
             value = state[f"{name}.{attr}" if name else attr]
             if value.shape != p.shape:
-                raise CheckpointError(f"{path}: '{name}.{attr}' has shape {tuple(value.shape)}, the adapter expects {tuple(p.shape)}")
+                raise CheckpointError(
+                    f"{path}: '{name}.{attr}' has shape {tuple(value.shape)}, the adapter expects {tuple(p.shape)}"
+                )
             p.copy_(value)
 
 
@@ -388,4 +398,8 @@ class LowRankAdapterMethod:
 
     def adapter_parameters(self, model: nn.Module) -> list[str]:
         """Full names of the parameters that train (the factors of every adapter)."""
-        return [f"{name}.{attr}" if name else attr for name, layer in adapter_layers(model) for attr in layer.adapter_parameters()]
+        return [
+            f"{name}.{attr}" if name else attr
+            for name, layer in adapter_layers(model)
+            for attr in layer.adapter_parameters()
+        ]

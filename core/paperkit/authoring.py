@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from paperkit.errors import PaperkitError, did_you_mean
-from paperkit.spec import HOOKS, KEY_PATTERN
+from paperkit.spec import HOOK_SECTIONS, HOOKS, KEY_PATTERN, SECTION_HOOKS
 
-#: Hooks the template has an example for (the six concerns of a plan). Others
-#: (``loss``, ``after_step``, ...) are added by hand; see CONTRIBUTING.md.
-TEMPLATE_HOOKS: tuple[str, ...] = ("init", "adapt", "optimize", "regularize", "evaluate", "continual_step")
+#: Hooks the template has a working example for, in the engine's order (:data:`paperkit.spec.HOOKS`). The
+#: others (``loss``, ``after_step``, ...) are added by hand to a plugin rendered with the hook of the plan
+#: section they belong in (:data:`paperkit.spec.HOOK_SECTIONS`); see CONTRIBUTING.md, "More hooks".
+TEMPLATE_HOOKS: tuple[str, ...] = tuple(
+    h for h in HOOKS if h in ("init", "adapt", "optimize", "regularize", "evaluate", "continual_step")
+)
 ARXIV_PATTERN = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z.-]*/\d{7})(v\d+)?$")
 TEMPLATE_ENV = "PAPERKIT_TEMPLATE"
 TEMPLATE_NAME = "paperkit-plugin"
@@ -55,7 +58,9 @@ def check_key(key: str, registry: Any = None) -> str:
         registry = Registry()
     if key in registry.names("method"):
         dist, version = registry.origin("method", key)
-        raise AuthoringError(f"key '{key}' is taken by the installed distribution {dist} {version}".rstrip() + "; pick another")
+        raise AuthoringError(
+            f"key '{key}' is taken by the installed distribution {dist} {version}".rstrip() + "; pick another"
+        )
     module = module_name(key)
     if importlib.util.find_spec(module) is not None:
         raise AuthoringError(f"key '{key}': a module named '{module}' is already importable; pick another key")
@@ -76,11 +81,15 @@ def check_hooks(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for name in names:
         if name not in TEMPLATE_HOOKS:
             if name in HOOKS:
+                home = HOOK_SECTIONS[name]
+                start = next(h for h in TEMPLATE_HOOKS if home in SECTION_HOOKS and h in SECTION_HOOKS[home])
                 raise AuthoringError(
-                    f"hook '{name}' has no template example; start from the hook of the plan section it belongs to "
-                    f"({', '.join(TEMPLATE_HOOKS)}) and add '{name}' by hand (CONTRIBUTING.md, 'More hooks')"
+                    f"hook '{name}' has no template example; render with --hooks {start} (its plan section [{home}]) "
+                    f"and add '{name}' by hand (CONTRIBUTING.md, 'More hooks')"
                 )
-            raise AuthoringError(f"unknown hook '{name}'{did_you_mean(name, TEMPLATE_HOOKS)} (choose from {', '.join(TEMPLATE_HOOKS)})")
+            raise AuthoringError(
+                f"unknown hook '{name}'{did_you_mean(name, TEMPLATE_HOOKS)} (choose from {', '.join(TEMPLATE_HOOKS)})"
+            )
     return tuple(h for h in TEMPLATE_HOOKS if h in names)
 
 
@@ -150,8 +159,16 @@ def template_dir(explicit: str | Path | None = None) -> str:
 
 
 def new_plugin(
-    key: str, paper_title: str, year: str | int, hooks: str | list[str], author: str, arxiv_id: str = "",
-    output_dir: str | Path = ".", template: str | Path | None = None, no_input: bool = True, registry: Any = None,
+    key: str,
+    paper_title: str,
+    year: str | int,
+    hooks: str | list[str],
+    author: str,
+    arxiv_id: str = "",
+    output_dir: str | Path = ".",
+    template: str | Path | None = None,
+    no_input: bool = True,
+    registry: Any = None,
 ) -> Path:
     """Render the template for ``key`` into ``output_dir/paperkit-<key>``; returns that directory."""
     context = check_context(
@@ -169,7 +186,9 @@ def new_plugin(
     try:
         made = cookiecutter(template_dir(template), no_input=no_input, extra_context=context, output_dir=str(output))
     except FailedHookException as exc:
-        raise AuthoringError(f"the template refused these values: {str(exc).splitlines()[0] if str(exc) else 'see above'}") from None
+        raise AuthoringError(
+            f"the template refused these values: {str(exc).splitlines()[0] if str(exc) else 'see above'}"
+        ) from None
     except CookiecutterException as exc:
         raise AuthoringError(f"rendering the template failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     return Path(made)
@@ -180,8 +199,15 @@ def cmd_new(args: argparse.Namespace) -> int:
     output = args.output or ("plugins" if Path("plugins").is_dir() else ".")
     interactive = not args.no_input and sys.stdin.isatty()
     path = new_plugin(
-        args.key, args.title or args.key, args.year or datetime.date.today().year, args.hooks, args.author,
-        args.arxiv or "", output, args.template, no_input=not interactive,
+        args.key,
+        args.title or args.key,
+        args.year or datetime.date.today().year,
+        args.hooks,
+        args.author,
+        args.arxiv or "",
+        output,
+        args.template,
+        no_input=not interactive,
     )
     key = path.name.removeprefix("paperkit-")  # the prompts may have changed it
     print(f"created {path}")
@@ -196,7 +222,8 @@ def cmd_new(args: argparse.Namespace) -> int:
 def register_commands(sub: Any) -> None:
     """Add ``paperkit new`` (cheap: nothing is imported until it runs)."""
     p = sub.add_parser(
-        "new", help="start a plugin for a new paper from the template",
+        "new",
+        help="start a plugin for a new paper from the template",
         description="Render templates/paperkit-plugin into OUTPUT/paperkit-KEY: a plugin that installs, is listed, "
         "and passes the conformance suite before you change a line.",
     )
@@ -204,10 +231,18 @@ def register_commands(sub: Any) -> None:
     p.add_argument("--title", help="the paper's title (default: the key)")
     p.add_argument("--arxiv", help="arXiv id, e.g. 2007.00151")
     p.add_argument("--year", help="the paper's year (default: this year)")
-    p.add_argument("--hooks", default="regularize",
-                   help=f"comma-separated hooks the method implements, from {', '.join(TEMPLATE_HOOKS)} (default: regularize)")
-    p.add_argument("--author", default=os.environ.get("USER") or "paperkit author", help="the plugin's author (pyproject)")
+    p.add_argument(
+        "--hooks",
+        default="regularize",
+        help=f"comma-separated hooks the method implements, from {', '.join(TEMPLATE_HOOKS)} (default: regularize)",
+    )
+    p.add_argument(
+        "--author", default=os.environ.get("USER") or "paperkit author", help="the plugin's author (pyproject)"
+    )
     p.add_argument("--output", help="directory that receives paperkit-KEY (default: plugins/ if present, else .)")
-    p.add_argument("--template", help=f"template directory or git URL (default: templates/{TEMPLATE_NAME}, installed with paperkit)")
+    p.add_argument(
+        "--template",
+        help=f"template directory or git URL (default: templates/{TEMPLATE_NAME}, installed with paperkit)",
+    )
     p.add_argument("--no-input", action="store_true", help="never prompt (the default when stdin is not a terminal)")
     p.set_defaults(handler=cmd_new)

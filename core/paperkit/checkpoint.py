@@ -126,7 +126,9 @@ def encode(tree: Any, tensors: dict[str, torch.Tensor], where: str = "") -> Any:
         return {"__ndarray__": encode(as_tensor, tensors, where), "dtype": str(tree.dtype)}
     if numpy is not None and isinstance(tree, numpy.generic):
         return encode(tree.item(), tensors, where)
-    raise CheckpointError(f"cannot store the state at '{where}': {type(tree).__name__} is not a tensor, array, container or scalar")
+    raise CheckpointError(
+        f"cannot store the state at '{where}': {type(tree).__name__} is not a tensor, array, container or scalar"
+    )
 
 
 def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -203,7 +205,9 @@ def read_file(path: Path) -> dict[str, Any]:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or damaged ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or damaged ({str(exc).splitlines()[0]})"
+        ) from None
     if metadata.get("format") != FORMAT or "paperkit" not in metadata:
         raise CheckpointError(f"{path}: not a paperkit checkpoint")
     if _digest(metadata["paperkit"], tensors) != metadata.get("sha256"):
@@ -213,7 +217,9 @@ def read_file(path: Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: malformed checkpoint header ({type(exc).__name__})") from None
     if payload.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {payload.get('version')}, this paperkit reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format {payload.get('version')}, this paperkit reads {FORMAT_VERSION}"
+        )
     return payload
 
 
@@ -232,7 +238,11 @@ def rng_state() -> dict[str, Any]:
     """Every global generator a run draws from (the data order has its own, recomputed one)."""
     import numpy
 
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy.random.get_state()}
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": numpy.random.get_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -272,7 +282,9 @@ def first_difference(ours: Any, theirs: Any, path: str = "") -> tuple[str, Any, 
     """The first key (dotted) where two plain trees differ, with both values."""
     if isinstance(ours, dict) and isinstance(theirs, dict):
         for key in sorted(set(ours) | set(theirs), key=str):
-            found = first_difference(ours.get(key, "<unset>"), theirs.get(key, "<unset>"), f"{path}.{key}" if path else str(key))
+            found = first_difference(
+                ours.get(key, "<unset>"), theirs.get(key, "<unset>"), f"{path}.{key}" if path else str(key)
+            )
             if found:
                 return found
         return None
@@ -347,14 +359,18 @@ class Resume:
     def check_applied(self, experience_index: int) -> None:
         """A checkpoint inside an experience whose training the plan now skips cannot be honoured."""
         if self.payload and not self.applied and self.payload["position"]["experience"] == experience_index:
-            raise CheckpointError(f"the checkpoint is inside experience {experience_index}'s training, but the run no longer trains it")
+            raise CheckpointError(
+                f"the checkpoint is inside experience {experience_index}'s training, but the run no longer trains it"
+            )
 
 
 def _load(what: str, target: Any, state: Any) -> None:
     try:
         target.load_state_dict(state)
     except Exception as exc:  # a structure that changed under the same plan and versions
-        raise CheckpointError(f"the checkpoint does not fit {what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise CheckpointError(
+            f"the checkpoint does not fit {what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
 
 
 def open_for_resume(run_dir: Path, plan: Any, seed: int, registry: Any, accelerator: Any) -> Resume:
@@ -368,7 +384,9 @@ def open_for_resume(run_dir: Path, plan: Any, seed: int, registry: Any, accelera
     payload = read_file(run_dir / FILE)
     where = f"{run_dir}: cannot resume:"
     if payload["seed"] != seed or payload["variant"] != plan.variant:
-        raise CheckpointError(f"{where} it is seed {payload['seed']} variant {payload['variant']!r}, not seed {seed} variant {plan.variant!r}")
+        raise CheckpointError(
+            f"{where} it is seed {payload['seed']} variant {payload['variant']!r}, not seed {seed} variant {plan.variant!r}"
+        )
     difference = first_difference(resume_view(plan), payload["plan"])
     if difference:
         key, ours, theirs = difference
@@ -376,9 +394,13 @@ def open_for_resume(run_dir: Path, plan: Any, seed: int, registry: Any, accelera
     difference = first_difference(distributions(plan, registry), payload["distributions"])
     if difference:
         dist, ours, theirs = difference
-        raise CheckpointError(f"{where} {dist} is {ours} now, the run used {theirs}; reinstall that version or start a new run")
+        raise CheckpointError(
+            f"{where} {dist} is {ours} now, the run used {theirs}; reinstall that version or start a new run"
+        )
     if payload["num_processes"] != accelerator.num_processes:
-        raise CheckpointError(f"{where} it ran on {payload['num_processes']} processes, this launch has {accelerator.num_processes}")
+        raise CheckpointError(
+            f"{where} it ran on {payload['num_processes']} processes, this launch has {accelerator.num_processes}"
+        )
     return Resume(payload, accelerator.process_index)
 
 
@@ -392,7 +414,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def resume_job(plan: Any, run_dir: Path, registry: Any, seeds: list[int] | None = None, variants: list[str] | None = None) -> tuple[Any, int]:
+def resume_job(
+    plan: Any, run_dir: Path, registry: Any, seeds: list[int] | None = None, variants: list[str] | None = None
+) -> tuple[Any, int]:
     """The plan variant and seed that ``run_dir`` holds (``paperkit run PLAN --resume RUN_DIR``)."""
     from paperkit.plan import build_plan
 
@@ -402,11 +426,15 @@ def resume_job(plan: Any, run_dir: Path, registry: Any, seeds: list[int] | None 
         raise CheckpointError(f"{run_dir}: not a paperkit run directory (no manifest.json)")
     seed, variant = manifest["seed"], manifest.get("variant")
     if seeds and seeds != [seed]:
-        raise PlanError(f"the run directory holds seed {seed}; drop --seed or pass --seed {seed}", f"--resume {run_dir}")
+        raise PlanError(
+            f"the run directory holds seed {seed}; drop --seed or pass --seed {seed}", f"--resume {run_dir}"
+        )
     if variants and variants != [variant]:
         raise PlanError(f"the run directory holds variant {variant!r}; drop --variant", f"--resume {run_dir}")
     if variant and variant not in plan.variants:
-        raise CheckpointError(f"{run_dir}: cannot resume: the run is variant '{variant}', which {plan.path} does not define")
+        raise CheckpointError(
+            f"{run_dir}: cannot resume: the run is variant '{variant}', which {plan.path} does not define"
+        )
     chosen = build_plan(plan.raw, plan.path, variant=variant, registry=registry) if variant else plan
     if not os.access(run_dir, os.W_OK):
         raise CheckpointError(f"{run_dir}: not writable")
@@ -421,8 +449,12 @@ class Checkpointer:
         self.path = Path(run_dir) / FILE
         self.plan, self.accelerator = plan, accelerator
         self.identity = {
-            "format": FORMAT, "version": FORMAT_VERSION, "seed": seed, "variant": plan.variant,
-            "plan": resume_view(plan), "distributions": distributions(plan, registry),
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "seed": seed,
+            "variant": plan.variant,
+            "plan": resume_view(plan),
+            "distributions": distributions(plan, registry),
             "num_processes": accelerator.num_processes,
         }
         self.last_step: int | None = restore.state.step if restore.payload else None
@@ -430,7 +462,9 @@ class Checkpointer:
         self.last_saved = self.started
         self.elapsed_before = restore.state.elapsed
 
-    def save(self, model: Any, methods: Any, ctx: Any, state: RunState, optimizer: Any = None, scheduler: Any = None) -> None:
+    def save(
+        self, model: Any, methods: Any, ctx: Any, state: RunState, optimizer: Any = None, scheduler: Any = None
+    ) -> None:
         """Checkpoint the run at ``state`` (collective: every process must call it at the same point)."""
         mine = {"rng": rng_state(), "methods": methods.state_dict(), "generators": ctx.generator_state()}
         processes = [mine] if self.accelerator.num_processes == 1 else _gather(mine)
@@ -439,7 +473,10 @@ class Checkpointer:
             state.elapsed = self.elapsed()
             payload = {
                 **self.identity,
-                "position": {**attrs.asdict(state), "metrics_offset": metrics.stat().st_size if metrics.exists() else 0},
+                "position": {
+                    **attrs.asdict(state),
+                    "metrics_offset": metrics.stat().st_size if metrics.exists() else 0,
+                },
                 "model": self.accelerator.unwrap_model(model).state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -493,8 +530,11 @@ class Checkpointer:
         if self.last_step is None or not self.path.exists():
             print(f"no checkpoint was written yet in {self.path.parent}", file=sys.stderr)
             return
-        print(f"checkpoint at step {self.last_step} in {self.path.parent}; continue with: "
-              f"paperkit run {plan.path} --resume {self.path.parent}", file=sys.stderr)
+        print(
+            f"checkpoint at step {self.last_step} in {self.path.parent}; continue with: "
+            f"paperkit run {plan.path} --resume {self.path.parent}",
+            file=sys.stderr,
+        )
 
 
 def _gather(obj: Any) -> list[Any]:
@@ -530,7 +570,7 @@ class StopFlag:
         self.stop = False
         self._previous: Any = None
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -575,8 +615,14 @@ def _active(methods: Any) -> str:
     return ", ".join(u.key for u in methods.uses)
 
 
-def check_loss(loss: torch.Tensor, ctx: Any, methods: Any, stop: StopFlag, model: Any = None,
-               params: list[torch.Tensor] | None = None) -> None:
+def check_loss(
+    loss: torch.Tensor,
+    ctx: Any,
+    methods: Any,
+    stop: StopFlag,
+    model: Any = None,
+    params: list[torch.Tensor] | None = None,
+) -> None:
     """A NaN or infinite loss on any process stops the run before it reaches the weights.
 
     With ``model``, a non-finite parameter (the usual cause) is named first.
@@ -624,4 +670,3 @@ def check_parameters(model: Any, ctx: Any, methods: Any, params: list[torch.Tens
                 f"parameter '{name}' is {kind} after step {ctx.step}, experience {ctx.experience_index}, epoch {ctx.epoch} "
                 f"(methods: {_active(methods)})"
             )
-

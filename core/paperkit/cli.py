@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from paperkit.errors import PaperkitError
 
@@ -31,8 +32,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from paperkit.runner import run_plan_file
 
     return run_plan_file(
-        args.plan, overrides=args.set, variant=args.variant, seeds=args.seed, output=args.output,
-        quiet=args.quiet, resume=getattr(args, "resume", None),
+        args.plan,
+        overrides=args.set,
+        variant=args.variant,
+        seeds=args.seed,
+        output=args.output,
+        quiet=args.quiet,
+        resume=getattr(args, "resume", None),
     )
 
 
@@ -54,7 +60,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for row in rows:
         status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]: {row['error']}"
         paper = f"{row['paper']} ({row['year']})" if row["paper"] else ""
-        table.add_row(row["key"], row["kind"], ", ".join(row["hooks"]), paper, f"{row['distribution']} {row['version']}", status)
+        table.add_row(
+            row["key"], row["kind"], ", ".join(row["hooks"]), paper, f"{row['distribution']} {row['version']}", status
+        )
     _console().print(table)
     return 0
 
@@ -107,8 +115,13 @@ def cmd_plan_explain(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------
 def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
-                   help="override a plan value (repeatable), e.g. --set optimize.lr=0.01")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
+        help="override a plan value (repeatable), e.g. --set optimize.lr=0.01",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, action="append", help="run only this seed (repeatable)")
     p.add_argument("--output", help="directory for run and study directories (overrides run.output)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue this interrupted run directory from its last checkpoint (same plan and plugin versions)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue this interrupted run directory from its last checkpoint (same plan and plugin versions)",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("plugins", help="list installed methods, tasks and models with their status")

@@ -6,12 +6,15 @@ importing nothing heavy until its handler runs.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 REGISTRARS: list[Callable[[Any], None]] = []
 
 from paperkit.verify import register_commands as _evidence  # noqa: E402  (verify, compare)
+
 REGISTRARS.append(_evidence)
 
 from paperkit.authoring import register_commands as _authoring  # noqa: E402  (new)
+
 REGISTRARS.append(_authoring)

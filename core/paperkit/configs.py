@@ -70,8 +70,17 @@ def structure(cls: type, options: dict[str, Any], where: str) -> Any:
         raise PlanError(message, f"{where} {key}".rstrip() if key else where) from None
 
 
-_COLLECTIONS = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence,
-                collections.abc.Set, collections.abc.Iterable, collections.abc.Collection)
+_COLLECTIONS = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    collections.abc.Sequence,
+    collections.abc.MutableSequence,
+    collections.abc.Set,
+    collections.abc.Iterable,
+    collections.abc.Collection,
+)
 
 
 def _string_for_collection(cls: type, options: dict[str, Any], prefix: str = "") -> tuple[str, str] | None:
@@ -90,8 +99,14 @@ def _string_for_collection(cls: type, options: dict[str, Any], prefix: str = "")
         if field.name not in options:
             continue
         value, tp = options[field.name], hints.get(field.name, field.type)
-        args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
-        if any(typing.get_origin(a) in _COLLECTIONS or a in _COLLECTIONS for a in args) and isinstance(value, (str, dict)):
+        args = (
+            [a for a in typing.get_args(tp) if a is not type(None)]
+            if typing.get_origin(tp) in (typing.Union, types.UnionType)
+            else [tp]
+        )
+        if any(typing.get_origin(a) in _COLLECTIONS or a in _COLLECTIONS for a in args) and isinstance(
+            value, (str, dict)
+        ):
             if not any(isinstance(a, type) and isinstance(value, a) for a in args):
                 return (prefix + field.name, f"expected a list, got {_describe(value)}")
         for a in args:

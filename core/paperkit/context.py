@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 #: loss understands are ``target`` (soft targets, one probability vector per sample)
 #: and ``weight`` (per-sample loss weights); see :data:`paperkit.BATCH_KEYS`. Every
 #: core transform (replay among them) keeps the keys it did not create.
-Batch = Dict[str, torch.Tensor]
+Batch = dict[str, torch.Tensor]
 
 
 @attrs.define
@@ -67,7 +68,20 @@ class EvalSet:
 
 @attrs.define(eq=False)
 class RunContext:
-    """State of the run that hooks may read. Methods keep their own state on themselves."""
+    """State of the run that hooks may read. Methods keep their own state on themselves.
+
+    ``accelerator`` is the run's Accelerate object (device, processes, ``gather``);
+    ``plan`` the validated plan (``plan.run`` its ``[run]`` table); ``seed`` the run
+    seed; ``task`` the task (``task.info.num_classes``, ``task.experiences``);
+    ``run_dir`` the run directory (files a method writes go here, main process
+    only). During training: ``experience`` (the current one), ``epoch``, ``step``
+    (optimizer steps so far, all experiences), ``experience_step``, ``total_steps``
+    (planned for this experience), ``steps_per_epoch`` and ``train_loader`` (one
+    pass over this process's share of the epoch). ``method`` is the key of the
+    method whose hook runs (what :meth:`generator` keys on). The engine fills the
+    callables behind :meth:`evaluate`, :meth:`sample_batches` and
+    :meth:`resolve_weights`; methods call those, not the attributes.
+    """
 
     accelerator: Accelerator
     plan: Plan
@@ -132,8 +146,10 @@ class RunContext:
 
     def generator_state(self) -> dict[str, Any]:
         """Every generator handed out so far, as checkpoint data."""
-        return {key: g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state
-                for key, g in self._generators.items()}
+        return {
+            key: g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state
+            for key, g in self._generators.items()
+        }
 
     def load_generator_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`generator_state`; generators not yet created are created with their seed first."""

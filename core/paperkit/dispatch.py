@@ -57,15 +57,23 @@ class Methods:
             try:
                 instance = impl(use.config)
             except Exception as exc:
-                raise PluginError(f"method '{use.key}' ({self.origins[use.key]}): constructing it failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+                raise PluginError(
+                    f"method '{use.key}' ({self.origins[use.key]}): constructing it failed: {type(exc).__name__}: {exc}".splitlines()[
+                        0
+                    ]
+                ) from exc
             try:
                 self.manager.register(instance, name=use.key)
             except pluggy.PluginValidationError as exc:
-                raise PluginError(f"method '{use.key}' ({self.origins[use.key]}) is invalid: {str(exc).splitlines()[0]}") from None
+                raise PluginError(
+                    f"method '{use.key}' ({self.origins[use.key]}) is invalid: {str(exc).splitlines()[0]}"
+                ) from None
             self.instances[use.key] = instance
             for hook in use.spec.hooks:
                 function = getattr(instance, hook)
-                self._callers.setdefault(hook, []).append((use.key, function, tuple(inspect.signature(function).parameters)))
+                self._callers.setdefault(hook, []).append(
+                    (use.key, function, tuple(inspect.signature(function).parameters))
+                )
         try:
             self.manager.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -85,7 +93,7 @@ class Methods:
         found = [(f, n) for k, f, n in self._callers.get(hook, ()) if k == key]
         if not found:
             raise KeyError(f"method '{key}' does not implement hook '{hook}'")
-        (function, names), = found
+        ((function, names),) = found
         return self._invoke(key, hook, function, names, step, kwargs)
 
     # -- the combination rules ---------------------------------------------------------------
@@ -127,7 +135,9 @@ class Methods:
         """The ``optimize`` hook combined: one optimizer, learning-rate factors multiplied, transforms chained."""
         return combine_optimization(self.call("optimize", step, **kwargs))
 
-    def _invoke(self, key: str, hook: str, function: Any, names: tuple[str, ...], step: int | None, kwargs: dict[str, Any]) -> Any:
+    def _invoke(
+        self, key: str, hook: str, function: Any, names: tuple[str, ...], step: int | None, kwargs: dict[str, Any]
+    ) -> Any:
         args = {name: kwargs[name] for name in names}
         context = kwargs.get("ctx")
         if context is not None:
@@ -139,7 +149,9 @@ class Methods:
         except Exception as exc:
             at = f" at step {step}" if step is not None else ""
             raise HookError(
-                f"method '{key}' ({self.origins[key]}) failed in hook '{hook}'{at}: {type(exc).__name__}: {exc}".splitlines()[0]
+                f"method '{key}' ({self.origins[key]}) failed in hook '{hook}'{at}: {type(exc).__name__}: {exc}".splitlines()[
+                    0
+                ]
             ) from exc
 
     def state_dict(self) -> dict[str, Any]:
@@ -151,9 +163,13 @@ class Methods:
         for key, inst in self.instances.items():
             has_state = hasattr(inst, "state_dict")
             if has_state and key not in state:
-                raise CheckpointError(f"method '{key}' ({self.origins[key]}) has state, but the checkpoint holds none for it")
+                raise CheckpointError(
+                    f"method '{key}' ({self.origins[key]}) has state, but the checkpoint holds none for it"
+                )
             if key in state and not hasattr(inst, "load_state_dict"):
-                raise CheckpointError(f"method '{key}' ({self.origins[key]}) defines state_dict but no load_state_dict; it cannot be resumed")
+                raise CheckpointError(
+                    f"method '{key}' ({self.origins[key]}) defines state_dict but no load_state_dict; it cannot be resumed"
+                )
         unknown = sorted(set(state) - set(self.instances))
         if unknown:
             raise CheckpointError(f"the checkpoint holds state for method '{unknown[0]}', which this plan does not use")
@@ -163,7 +179,9 @@ class Methods:
                     inst.load_state_dict(state[key])
                 except Exception as exc:
                     raise CheckpointError(
-                        f"method '{key}' ({self.origins[key]}) could not load its checkpointed state: {type(exc).__name__}: {exc}".splitlines()[0]
+                        f"method '{key}' ({self.origins[key]}) could not load its checkpointed state: {type(exc).__name__}: {exc}".splitlines()[
+                            0
+                        ]
                     ) from exc
 
 

@@ -31,16 +31,25 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 import attrs
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from paperkit.checkpoint import (
-    Checkpointer, Resume, RunInterrupted, RunState, StopFlag, check_loss, check_parameters, floating_parameters, open_for_resume,
+    Checkpointer,
+    Resume,
+    RunInterrupted,
+    RunState,
+    StopFlag,
+    check_loss,
+    check_parameters,
+    floating_parameters,
+    open_for_resume,
     prepare_run_dir,
 )
 from paperkit.context import EvalSet, RunContext
@@ -67,14 +76,22 @@ class RunResult:
 
 
 def run(
-    plan: Plan, seed: int, registry: Any, progress: Progress | None = None, run_dir: Path | None = None,
+    plan: Plan,
+    seed: int,
+    registry: Any,
+    progress: Progress | None = None,
+    run_dir: Path | None = None,
     resume: Path | None = None,
 ) -> RunResult:
     """Train and evaluate ``plan`` for one seed; ``resume`` continues that run directory from its checkpoint."""
     progress = progress or Progress()
     accelerator = _accelerator(plan)
     seed_everything(seed, accelerator.device)
-    run_dir = Path(resume) if resume else _shared_run_dir(accelerator, run_dir or new_run_dir(plan.run.output, plan.run.name, plan.variant, seed))
+    run_dir = (
+        Path(resume)
+        if resume
+        else _shared_run_dir(accelerator, run_dir or new_run_dir(plan.run.output, plan.run.name, plan.variant, seed))
+    )
     weights = Resolver(plan, seed, registry, run_dir.parent)  # files and `variant:` references (runs them first)
     init_from = weights(plan.run.init_from, f"{plan.path}: [run] init_from") if plan.run.init_from else None
     task = build_task(plan)  # user errors (task, model, methods, checkpoint) surface before anything is written
@@ -101,12 +118,19 @@ def run(
             if not restore.payload:
                 state.initial = evaluate_all(model, task, methods, plan, ctx, phase="initial")
             restore.at_boundary(model, methods, ctx)  # a checkpoint taken between experiences
-            for experience in task.experiences[state.next_experience:]:
+            for experience in task.experiences[state.next_experience :]:
                 ctx.experience = experience
                 train_experience(model, experience, methods, plan, ctx, state, saver, stop, restore, recorder, progress)
                 methods.call("after_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)
                 state.rows.append(evaluate_all(model, task, methods, plan, ctx, phase="experience_end"))
-                recorder.log({"event": "evaluation", "experience": experience.index, "step": ctx.step, "metrics": _flat(state.rows[-1])})
+                recorder.log(
+                    {
+                        "event": "evaluation",
+                        "experience": experience.index,
+                        "step": ctx.step,
+                        "metrics": _flat(state.rows[-1]),
+                    }
+                )
                 state.phase = "done"
                 stopping = stop.between_experiences()
                 if stopping or saver.due_at_boundary(last=experience is task.experiences[-1]):
@@ -117,7 +141,12 @@ def run(
             summary = {key: out for key, out in methods.call("after_run", model=model, ctx=ctx) if out}
             elapsed = saver.elapsed()
             results.update(summarize(task, state.initial, state.rows, summary))
-            results.update(status="completed", steps=ctx.step, wall_time_s=elapsed, samples_per_s=state.samples / max(elapsed, 1e-9))
+            results.update(
+                status="completed",
+                steps=ctx.step,
+                wall_time_s=elapsed,
+                samples_per_s=state.samples / max(elapsed, 1e-9),
+            )
             if plan.run.save_model:
                 ctx.save_weights(model, "model")
                 remember(plan, seed, run_dir.parent, run_dir / "model.safetensors")
@@ -127,11 +156,16 @@ def run(
             saver.tell_how_to_resume(plan)
             raise
         except Exception as exc:
-            results.update(status="failed", steps=ctx.step, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            results.update(
+                status="failed", steps=ctx.step, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            )
             raise
         finally:
             if weights.resolved:
-                results["references"] = [{"reference": ref, "file": str(path), "run_dir": str(rd) if rd else None} for ref, path, rd in weights.resolved]
+                results["references"] = [
+                    {"reference": ref, "file": str(path), "run_dir": str(rd) if rd else None}
+                    for ref, path, rd in weights.resolved
+                ]
             recorder.write_results(results)
             recorder.close()
             progress.end_run()
@@ -139,8 +173,17 @@ def run(
 
 
 def train_experience(
-    model: nn.Module, experience: Experience, methods: Methods, plan: Plan, ctx: RunContext, state: RunState,
-    saver: Checkpointer, stop: StopFlag, restore: Resume, recorder: RunRecorder, progress: Progress,
+    model: nn.Module,
+    experience: Experience,
+    methods: Methods,
+    plan: Plan,
+    ctx: RunContext,
+    state: RunState,
+    saver: Checkpointer,
+    stop: StopFlag,
+    restore: Resume,
+    recorder: RunRecorder,
+    progress: Progress,
 ) -> None:
     """Train on one experience: every hook of a training step, in order, then the checkpoint."""
     accelerator = ctx.accelerator
@@ -150,20 +193,30 @@ def train_experience(
     ctx.epoch = ctx.experience_step = state.experience_step = 0
     state.experience, state.phase = experience.index, "train"
     optimization = methods.optimization(ctx.step, model=model, ctx=ctx)
-    wants_training = [r for _k, r in methods.call("before_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)]
+    wants_training = [
+        r for _k, r in methods.call("before_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)
+    ]
     if not plan.run.train or False in wants_training or optimization.optimizer is None:
         return restore.check_applied(experience.index)
     optimizer = accelerator.prepare(optimization.optimizer)
     stepped = plain_optimizer(optimizer, accelerator)  # what the loop zeroes and steps, decided once
-    scheduler = scheduler_for(stepped, optimization.lr_factor)  # on the optimizer the loop steps, so it counts those steps
+    # on the optimizer the loop steps, so it counts those steps
+    scheduler = scheduler_for(stepped, optimization.lr_factor)
     restore.in_experience(model, optimizer, scheduler, methods, ctx)  # a checkpoint taken inside this experience
     progress.start_experience(experience.index, ctx.total_steps)
     meter = StepLog(recorder, progress, plan.run.log_every)
     model.train()
     watched = floating_parameters(model)
     world = accelerator.num_processes
-    step = TrainingStep(methods, ctx, stepped, scheduler, optimization.grad_transform, plan.run.grad_clip,
-                        guard=lambda total: check_loss(total, ctx, methods, stop, model, watched))  # also shares a pending Ctrl-C
+    step = TrainingStep(
+        methods,
+        ctx,
+        stepped,
+        scheduler,
+        optimization.grad_transform,
+        plan.run.grad_clip,
+        guard=lambda total: check_loss(total, ctx, methods, stop, model, watched),
+    )  # also shares a pending Ctrl-C
     for epoch, batch, share in loader.steps(ctx.experience_step, ctx.total_steps):
         ctx.epoch = epoch
         done = step(model, batch, share)
@@ -191,8 +244,12 @@ def plain_optimizer(optimizer: Any, accelerator: Any) -> Any:
     from accelerate.utils import DistributedType
 
     inner = getattr(optimizer, "optimizer", None)
-    plain = (inner is not None and getattr(optimizer, "scaler", None) is None and accelerator.distributed_type != DistributedType.XLA
-             and accelerator.sync_gradients)
+    plain = (
+        inner is not None
+        and getattr(optimizer, "scaler", None) is None
+        and accelerator.distributed_type != DistributedType.XLA
+        and accelerator.sync_gradients
+    )
     return inner if plain else optimizer
 
 
@@ -201,10 +258,17 @@ class StepLog:
 
     def __init__(self, recorder: RunRecorder, progress: Progress, every: int) -> None:
         self.recorder, self.progress, self.every = recorder, progress, every
-        self.tick, self.tick_samples = time.perf_counter(), None
+        self.tick, self.tick_samples = time.perf_counter(), cast("int | None", None)
 
-    def log(self, ctx: RunContext, optimizer: Any, loss: torch.Tensor, terms: dict[str, torch.Tensor],
-            observed: dict[str, float], samples: int) -> None:
+    def log(
+        self,
+        ctx: RunContext,
+        optimizer: Any,
+        loss: torch.Tensor,
+        terms: dict[str, torch.Tensor],
+        observed: dict[str, float],
+        samples: int,
+    ) -> None:
         if self.tick_samples is None:
             self.tick_samples = samples - 1
         if ctx.step % self.every != 0 and not observed:
@@ -213,9 +277,16 @@ class StepLog:
         now = time.perf_counter()
         rate = (samples - self.tick_samples) / max(now - self.tick, 1e-9)
         self.tick, self.tick_samples = now, samples
-        record = {"step": ctx.step, "experience": ctx.experience_index, "epoch": ctx.epoch, "loss": loss.item(),
-                  "lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate,
-                  **{k: v.item() for k, v in terms.items()}, **observed}
+        record = {
+            "step": ctx.step,
+            "experience": ctx.experience_index,
+            "epoch": ctx.epoch,
+            "loss": loss.item(),
+            "lr": optimizer.param_groups[0]["lr"],
+            "samples_per_s": rate,
+            **{k: v.item() for k, v in terms.items()},
+            **observed,
+        }
         self.recorder.log(record)
         self.progress.step(ctx.epoch, record["loss"], rate)
 
@@ -230,10 +301,14 @@ def _accelerator(plan: Plan) -> Any:
     accelerators = torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
     # The engine shards its own data (TrainBatches, EvalBatches); split_batches keeps the plan's
     # batch size global for any loader a method prepares itself.
-    accelerator = Accelerator(cpu=plan.run.cpu or not accelerators, dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = Accelerator(
+        cpu=plan.run.cpu or not accelerators, dataloader_config=DataLoaderConfiguration(split_batches=True)
+    )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
-        raise PlanError(f"launched as {launched} processes, but Accelerate set up {accelerator.num_processes}; check the launcher's configuration")
+        raise PlanError(
+            f"launched as {launched} processes, but Accelerate set up {accelerator.num_processes}; check the launcher's configuration"
+        )
     return accelerator
 
 
@@ -276,12 +351,19 @@ def build_model(plan: Plan, task: Task, init_from: Path | None = None) -> nn.Mod
 
     factory = resolve(plan.model.spec.factory)
     try:
-        model = factory(plan.model.config, task.info) if plan.model.config is not None else factory(task.info, **plan.model.options)
+        model = (
+            factory(plan.model.config, task.info)
+            if plan.model.config is not None
+            else factory(task.info, **plan.model.options)
+        )
     except (ValueError, TypeError) as exc:
         raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [model]") from None
     if init_from is None and plan.run.init_from:
         if is_reference(plan.run.init_from):
-            raise PlanError("a variant reference is resolved by a run (paperkit.engine.run); pass init_from", f"{plan.path}: [run] init_from")
+            raise PlanError(
+                "a variant reference is resolved by a run (paperkit.engine.run); pass init_from",
+                f"{plan.path}: [run] init_from",
+            )
         init_from = resolve_path(plan, plan.run.init_from)
     if init_from is not None:
         try:
@@ -329,7 +411,7 @@ class TrainBatches:
     over this process's share of the current epoch (for hooks).
     """
 
-    def __init__(self, dataset: Dataset, plan: Plan, seed: int, experience: int, accelerator: Any) -> None:
+    def __init__(self, dataset: Any, plan: Plan, seed: int, experience: int, accelerator: Any) -> None:
         self.dataset, self.batch_size, self.num_workers = dataset, plan.run.batch_size, plan.run.num_workers
         self.seed, self.epoch = seed * 1000 + experience, 0
         self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -362,7 +444,7 @@ class TrainBatches:
 
     def _batches(self, epoch: int, first: int, last: int) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
         order, b = self.order(epoch), self.batch_size
-        parts = [_share(order[k * b:(k + 1) * b], self.rank, self.world) for k in range(first, last)]
+        parts = [_share(order[k * b : (k + 1) * b], self.rank, self.world) for k in range(first, last)]
         batches = _fetch(self.dataset, [ids for ids, _ in parts], self.num_workers)
         for batch, (_ids, share) in zip(batches, parts):
             yield _to(batch, self.device), share
@@ -376,7 +458,7 @@ class EvalBatches:
     in order, whatever the set size and process count.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, accelerator: Any) -> None:
+    def __init__(self, dataset: Any, batch_size: int, accelerator: Any) -> None:
         self.dataset, self.batch_size = dataset, batch_size
         self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
 
@@ -396,7 +478,7 @@ class EvalBatches:
             yield _to(batch, self.device)
 
 
-def _fetch(dataset: Dataset, index_batches: list[torch.Tensor], num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def _fetch(dataset: Any, index_batches: list[torch.Tensor], num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """The batches with the given sample indices, in order.
 
     An :class:`IndexedDataset` that keeps its tensors in memory is sliced
@@ -408,11 +490,17 @@ def _fetch(dataset: Dataset, index_batches: list[torch.Tensor], num_workers: int
         for ids in index_batches:
             yield {"x": dataset.x[ids], "y": dataset.y[ids], "index": dataset.index[ids]}
         return
-    yield from DataLoader(dataset, batch_sampler=[ids.tolist() for ids in index_batches], num_workers=num_workers,
-                          generator=torch.Generator())  # its own generator: iterating draws nothing from the global one
+    yield from DataLoader(
+        dataset,
+        batch_sampler=[ids.tolist() for ids in index_batches],
+        num_workers=num_workers,
+        generator=torch.Generator(),
+    )  # its own generator: iterating draws nothing from the global one
 
 
-def _sample_batches(experience: Experience, plan: Plan, seed: int, device: torch.device, n: int) -> list[dict[str, torch.Tensor]]:
+def _sample_batches(
+    experience: Experience, plan: Plan, seed: int, device: torch.device, n: int
+) -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed + 7919)
     loader = DataLoader(experience.train, batch_size=plan.run.batch_size, shuffle=True, generator=generator)
     out = []
@@ -428,7 +516,9 @@ def _eval_loader(experience: Experience, plan: Plan, ctx: RunContext) -> EvalBat
     return EvalBatches(experience.test, plan.run.eval_batch_size, ctx.accelerator)
 
 
-def predict(model: nn.Module, loader: Any, experience: Experience, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, loader: Any, experience: Experience, ctx: RunContext
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets over a whole test set, gathered from every process, each sample once and in order."""
     was_training = model.training
     model.eval()
@@ -445,12 +535,19 @@ def predict(model: nn.Module, loader: Any, experience: Experience, ctx: RunConte
     return torch.cat(logits_all), torch.cat(targets_all)
 
 
-def evaluate_all(model: nn.Module, task: Task, methods: Methods, plan: Plan, ctx: RunContext, phase: str) -> dict[int, dict[str, float]]:
+def _predictor(model: nn.Module, loader: Any, experience: Experience, ctx: RunContext) -> Any:
+    """``predict`` for one test set, deferred until an evaluate method asks for the predictions."""
+    return lambda: predict(model, loader, experience, ctx)
+
+
+def evaluate_all(
+    model: nn.Module, task: Task, methods: Methods, plan: Plan, ctx: RunContext, phase: str
+) -> dict[int, dict[str, float]]:
     """Every evaluate method on every experience's test set: ``{experience: {metric: value}}``."""
     row: dict[int, dict[str, float]] = {}
     for experience in task.experiences:
         loader = _eval_loader(experience, plan, ctx)
-        data = EvalSet(experience, loader, phase, lambda l=loader, e=experience: predict(model, l, e, ctx))
+        data = EvalSet(experience, loader, phase, _predictor(model, loader, experience, ctx))
         metrics: dict[str, float] = {}
         for key, out in methods.call("evaluate", model=model, data=data, ctx=ctx, step=ctx.step):
             for name, value in (out or {}).items():
@@ -459,7 +556,9 @@ def evaluate_all(model: nn.Module, task: Task, methods: Methods, plan: Plan, ctx
     return row
 
 
-def _evaluate_accuracy(model: nn.Module, task: Task, experiences: list[int], plan: Plan, ctx: RunContext) -> dict[int, dict[str, float]]:
+def _evaluate_accuracy(
+    model: nn.Module, task: Task, experiences: list[int], plan: Plan, ctx: RunContext
+) -> dict[int, dict[str, float]]:
     out = {}
     for index in experiences:
         experience = task.experiences[index]
@@ -471,7 +570,9 @@ def _evaluate_accuracy(model: nn.Module, task: Task, experiences: list[int], pla
     return out
 
 
-def summarize(task: Task, initial: dict[int, dict[str, float]], rows: list[dict[int, dict[str, float]]], summary: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    task: Task, initial: dict[int, dict[str, float]], rows: list[dict[int, dict[str, float]]], summary: dict[str, Any]
+) -> dict[str, Any]:
     """results.json content: final metrics, per-experience metrics, the accuracy matrix and stream metrics."""
     last = rows[-1] if rows else initial
     names = sorted({name for metrics in last.values() for name in metrics})
@@ -518,7 +619,9 @@ def _manifest(plan: Plan, seed: int, registry: Any, accelerator: Any) -> dict[st
     }
 
 
-def _write_run_files(recorder: RunRecorder, plan: Plan, seed: int, registry: Any, accelerator: Any, restore: Resume) -> None:
+def _write_run_files(
+    recorder: RunRecorder, plan: Plan, seed: int, registry: Any, accelerator: Any, restore: Resume
+) -> None:
     """plan.toml, resolved.toml and manifest.json; a resumed run keeps them and adds the resume to the manifest."""
     manifest = _manifest(plan, seed, registry, accelerator)
     if not restore.payload:
@@ -530,5 +633,10 @@ def _write_run_files(recorder: RunRecorder, plan: Plan, seed: int, registry: Any
     if recorder.is_main:
         path = recorder.run_dir / "manifest.json"
         previous = json.loads(path.read_text(encoding="utf-8")) if path.exists() else manifest
-        entry = {"step": step, "time": manifest["started"], "command": " ".join(sys.argv), "versions": manifest["versions"]}
+        entry = {
+            "step": step,
+            "time": manifest["started"],
+            "command": " ".join(sys.argv),
+            "versions": manifest["versions"],
+        }
         write_json(path, {**previous, "resumes": [*previous.get("resumes", []), entry]})

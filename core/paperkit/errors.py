@@ -8,6 +8,8 @@ traceback for these.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class PaperkitError(Exception):
     """Base class for errors caused by user input; ``str(err)`` is one line."""
@@ -56,7 +58,7 @@ class DivergenceError(PaperkitError):
     exit_code = 3
 
 
-def did_you_mean(name: str, choices: "list[str] | tuple[str, ...] | set[str]") -> str:
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return a ``" (did you mean 'x'?)"`` suffix, or an empty string."""
     import difflib
 

@@ -8,7 +8,7 @@ Chaudhry et al. (2018, RWalk) for forgetting.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def average_accuracy(R: Sequence[Sequence[float]]) -> float:
@@ -40,7 +40,7 @@ def forgetting(R: Sequence[Sequence[float]]) -> float | None:
         return None
     total = 0.0
     for j in range(T - 1):
-        best = max(R[l][j] for l in range(j, T - 1))
+        best = max(R[i][j] for i in range(j, T - 1))
         total += best - R[T - 1][j]
     return total / (T - 1)
 

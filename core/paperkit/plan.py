@@ -55,7 +55,8 @@ class RunConfig:
     seeds: list[int] = option(attrs.Factory(lambda: [0]), help="Seeds; each seed is one run.", validator=_seeds_valid)
     epochs: int = option(1, help="Passes over each experience's training data.", validator=v.ge(1))
     max_steps: int | None = option(
-        None, help="Cap on optimizer steps per experience (a fixed budget across variants).",
+        None,
+        help="Cap on optimizer steps per experience (a fixed budget across variants).",
         validator=v.optional(v.ge(1)),
     )
     batch_size: int = option(64, help="Global training batch size (split over processes).", validator=v.ge(1))
@@ -63,18 +64,24 @@ class RunConfig:
     output: str = option("runs", help="Directory that receives run and study directories.")
     train: bool = option(True, help="Train; false only evaluates (after init and adapt), e.g. to merge models.")
     init_from: str | None = option(
-        None, help="Weights to load into the model before init and adapt: a safetensors file (relative to the plan), "
+        None,
+        help="Weights to load into the model before init and adapt: a safetensors file (relative to the plan), "
         "or variant:NAME[@SEED|@+K], the final weights of another variant of this plan (run first; see paperkit.references).",
     )
     save_model: bool = option(True, help="Write model.safetensors at the end of the run.")
-    checkpoint_every: int = option(0, help="Also checkpoint every N optimizer steps (0: only at boundaries).", validator=v.ge(0))
+    checkpoint_every: int = option(
+        0, help="Also checkpoint every N optimizer steps (0: only at boundaries).", validator=v.ge(0)
+    )
     checkpoint_seconds: float = option(
-        30.0, help="At an epoch boundary, checkpoint only when this many seconds have passed since the last checkpoint "
+        30.0,
+        help="At an epoch boundary, checkpoint only when this many seconds have passed since the last checkpoint "
         "(0: at every epoch boundary). checkpoint_every and the boundaries between experiences always checkpoint; "
         "the end of the last experience follows this rule too.",
         validator=v.ge(0),
     )
-    grad_clip: float | None = option(None, help="Clip the global gradient norm to this value.", validator=v.optional(v.gt(0)))
+    grad_clip: float | None = option(
+        None, help="Clip the global gradient norm to this value.", validator=v.optional(v.gt(0))
+    )
     log_every: int = option(10, help="Write a metrics.jsonl record every N steps.", validator=v.ge(1))
     cpu: bool = option(False, help="Force the CPU even when accelerators are present.")
     num_workers: int = option(0, help="DataLoader worker processes.", validator=v.ge(0))
@@ -134,8 +141,16 @@ class Plan:
     def resolved(self) -> dict[str, Any]:
         """The plan with every default filled in, as plain data (for run directories)."""
         out: dict[str, Any] = {"run": unstructure(self.run)}
-        out["task"] = {"name": self.task.key, **unstructure(self.task.config)} if self.task.config else {"name": self.task.key, **self.task.options}
-        out["model"] = {"name": self.model.key, **unstructure(self.model.config)} if self.model.config else {"name": self.model.key, **self.model.options}
+        out["task"] = (
+            {"name": self.task.key, **unstructure(self.task.config)}
+            if self.task.config
+            else {"name": self.task.key, **self.task.options}
+        )
+        out["model"] = (
+            {"name": self.model.key, **unstructure(self.model.config)}
+            if self.model.config
+            else {"name": self.model.key, **self.model.options}
+        )
         for section in METHOD_SECTIONS:
             entries = [{"use": m.key, **unstructure(m.config)} for m in self.methods if m.section == section]
             if entries:
@@ -153,7 +168,6 @@ class Plan:
 # -- raw TOML ------------------------------------------------------------------------
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; a missing file or a syntax error is a one-line PlanError."""
-    import tomli
 
     path = Path(path)
     try:
@@ -200,7 +214,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
         for part in parts[1:-1]:
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise PlanError(f"[{section}] has {len(node)} entries; use {section}.N.key with N < {len(node)}", where)
+                    raise PlanError(
+                        f"[{section}] has {len(node)} entries; use {section}.N.key with N < {len(node)}", where
+                    )
                 node = node[int(part)]
             else:
                 node = node.setdefault(part, {})
@@ -262,13 +278,18 @@ def build_plan(raw: dict[str, Any], path: Path, variant: str | None = None, regi
     name = str(path)
     for key in raw:
         if key not in TOP_LEVEL:
-            raise PlanError(f"unknown table{did_you_mean(key, TOP_LEVEL)} (known: {', '.join(TOP_LEVEL)})", f"{name}: [{key}]")
+            raise PlanError(
+                f"unknown table{did_you_mean(key, TOP_LEVEL)} (known: {', '.join(TOP_LEVEL)})", f"{name}: [{key}]"
+            )
     variants_raw = raw.get("variants", {})
     if not isinstance(variants_raw, dict):
         raise PlanError("expected a table of variants", f"{name}: [variants]")
     study = structure(StudyConfig, raw.get("study", {}), f"{name}: [study]")
     if study.baseline is not None and study.baseline not in variants_raw:
-        raise PlanError(f"baseline '{study.baseline}' is not a variant{did_you_mean(study.baseline, variants_raw)}", f"{name}: [study] baseline")
+        raise PlanError(
+            f"baseline '{study.baseline}' is not a variant{did_you_mean(study.baseline, variants_raw)}",
+            f"{name}: [study] baseline",
+        )
     body = apply_variant(raw, variant, name) if variant else {k: val for k, val in raw.items() if k != "variants"}
     where = f"{name}: [variants.{variant}] " if variant else f"{name}: "
     run = structure(RunConfig, body.get("run", {}), f"{where}[run]")
@@ -288,7 +309,7 @@ def build_plan(raw: dict[str, Any], path: Path, variant: str | None = None, regi
 
 def _component(registry: Any, kind: str, table: Any, where: str) -> ComponentUse:
     if table is None:
-        raise PlanError(f"missing table; add [{kind}] with name = \"...\"", where)
+        raise PlanError(f'missing table; add [{kind}] with name = "..."', where)
     if isinstance(table, str):
         table = {"name": table}
     if not isinstance(table, dict):
@@ -332,7 +353,9 @@ def _methods(registry: Any, body: dict[str, Any], where: str) -> list[MethodUse]
                     f"{label} use",
                 )
             if section == "transform" and home != "transform":
-                raise PlanError(f"method '{key}' is not a single-task batch transform; put it under [{home}]", f"{label} use")
+                raise PlanError(
+                    f"method '{key}' is not a single-task batch transform; put it under [{home}]", f"{label} use"
+                )
             if spec.section == "transform" and section != "transform":
                 raise PlanError(f"method '{key}' is a batch transform; put it under [transform]", f"{label} use")
             config = structure(spec.config, options, label) if spec.config is not None else None
@@ -342,7 +365,10 @@ def _methods(registry: Any, body: dict[str, Any], where: str) -> list[MethodUse]
     keys = [u.key for u in uses]
     duplicate = next((k for k in keys if keys.count(k) > 1), None)
     if duplicate:
-        raise PlanError(f"method '{duplicate}' appears twice; a method keeps one state per run", f"{where}[{uses[keys.index(duplicate)].section}]")
+        raise PlanError(
+            f"method '{duplicate}' appears twice; a method keeps one state per run",
+            f"{where}[{uses[keys.index(duplicate)].section}]",
+        )
     if not any("loss" in u.spec.hooks for u in uses):
         spec = registry.get("method", DEFAULT_LOSS, f"{where}[regularize]")
         uses.append(MethodUse("regularize", spec.key, spec, _default_config(spec), implicit=True))
@@ -379,7 +405,9 @@ def check_combination(plan: Plan, where: str) -> None:
                 f"{name} [{b.section}] use",
             )
     if plan.run.train and "optimizer" not in claims:
-        raise PlanError('no method provides the optimizer; add use = "adamw" (or another optimizer)', f"{name} [optimize]")
+        raise PlanError(
+            'no method provides the optimizer; add use = "adamw" (or another optimizer)', f"{name} [optimize]"
+        )
     _check_honoured(plan, name)
     _check_order(plan, name)
 
@@ -417,12 +445,16 @@ def _check_order(plan: Plan, name: str) -> None:
                 for other in plan.methods:
                     if other is use or not _matches(entry, other):
                         continue
-                    wrong = position[use.key] < position[other.key] if relation == "after" else position[use.key] > position[other.key]
+                    wrong = (
+                        position[use.key] < position[other.key]
+                        if relation == "after"
+                        else position[use.key] > position[other.key]
+                    )
                     if wrong:
                         where_to = "later" if relation == "after" else "earlier"
                         raise PlanError(
                             f"method '{use.key}' must run {relation} '{other.key}' (its record says {relation} = "
-                            f"\"{entry}\"), but [{use.section}] and [{other.section}] put it {'before' if relation == 'after' else 'after'}; "
+                            f'"{entry}"), but [{use.section}] and [{other.section}] put it {"before" if relation == "after" else "after"}; '
                             f"move it {where_to} in the plan",
                             f"{name} [{use.section}] use",
                         )

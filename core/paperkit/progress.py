@@ -32,7 +32,8 @@ class RichProgress(Progress):
     """Bars for study, experiences and steps with loss and samples/s."""
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bars
 
         self.bars = Bars(
             TextColumn("[bold]{task.description}"),
@@ -44,7 +45,9 @@ class RichProgress(Progress):
             transient=False,
         )
         self.bars.start()
-        self.study = self.run = self.steps = None
+        self.study: Any = None
+        self.run: Any = None
+        self.steps: Any = None
 
     def start_study(self, total_runs: int) -> None:
         self.study = self.bars.add_task("study", total=total_runs, info="runs")
@@ -67,7 +70,9 @@ class RichProgress(Progress):
 
     def step(self, epoch: int, loss: float | torch.Tensor, samples_per_s: float) -> None:
         if self.steps is not None:
-            self.bars.update(self.steps, advance=1, info=f"epoch {epoch}  loss {float(loss):.4f}  {samples_per_s:,.0f} samples/s")
+            self.bars.update(
+                self.steps, advance=1, info=f"epoch {epoch}  loss {float(loss):.4f}  {samples_per_s:,.0f} samples/s"
+            )
 
     def end_experience(self) -> None:
         if self.run is not None:

@@ -36,8 +36,9 @@ import contextlib
 import contextvars
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 
@@ -49,7 +50,9 @@ _PATTERN = re.compile(r"^variant:(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:@(?P<pl
 #: Runs finished in this process: (plan file, variant, fingerprint, seed, directory) -> weights file.
 _FINISHED: dict[tuple[str, str | None, str, int, str], Path] = {}
 #: The (plan file, variant, seed) chain of runs that are waiting for a reference, outermost first.
-_WAITING: contextvars.ContextVar[tuple[tuple[str, str | None, int], ...]] = contextvars.ContextVar("paperkit_waiting", default=())
+_WAITING: contextvars.ContextVar[tuple[tuple[str, str | None, int], ...]] = contextvars.ContextVar(
+    "paperkit_waiting", default=()
+)
 
 
 @attrs.frozen
@@ -77,7 +80,9 @@ def parse_reference(value: str, where: str = "") -> VariantReference | None:
         return None
     match = _PATTERN.match(value)
     if match is None:
-        raise PlanError(f"malformed reference '{value}'; write variant:NAME, variant:NAME@SEED or variant:NAME@+K", where)
+        raise PlanError(
+            f"malformed reference '{value}'; write variant:NAME, variant:NAME@SEED or variant:NAME@+K", where
+        )
     seed = match.group("seed")
     return VariantReference(match.group("name"), int(seed) if seed is not None else None, bool(match.group("plus")))
 
@@ -91,7 +96,9 @@ def check_reference(value: str | None, variants: tuple[str, ...], where: str) ->
         from paperkit.errors import did_you_mean
 
         known = f" (variants: {', '.join(variants)})" if variants else " (the plan has no [variants])"
-        raise PlanError(f"reference to unknown variant '{ref.variant}'{did_you_mean(ref.variant, variants)}{known}", where)
+        raise PlanError(
+            f"reference to unknown variant '{ref.variant}'{did_you_mean(ref.variant, variants)}{known}", where
+        )
 
 
 def resolve_path(plan: Any, path: str | Path) -> Path:
@@ -131,12 +138,16 @@ class Resolver:
         me = (str(Path(self.plan.path).resolve()), self.plan.variant, self.seed)
         chain = (*_WAITING.get(), me)
         wanted = (me[0], ref.variant, seed)
-        if any(path == me[0] and variant == ref.variant for path, variant, _seed in chain):  # by name: a relative seed never repeats
+        if any(
+            path == me[0] and variant == ref.variant for path, variant, _seed in chain
+        ):  # by name: a relative seed never repeats
             names = " -> ".join(f"{v or 'plan'}@{s}" for _p, v, s in (*chain, wanted))
             raise PlanError(f"variant references form a cycle: {names}", where)
         plan = build_plan(self.plan.raw, self.plan.path, variant=ref.variant, registry=self.registry)
         if not plan.run.save_model:
-            raise PlanError(f"variant '{ref.variant}' sets run.save_model = false, so it leaves no weights to use", where)
+            raise PlanError(
+                f"variant '{ref.variant}' sets run.save_model = false, so it leaves no weights to use", where
+            )
         key = (me[0], ref.variant, plan.fingerprint(), seed, str(self.directory.resolve()))
         done = _FINISHED.get(key)
         if done is not None and done.is_file():
@@ -147,7 +158,9 @@ class Resolver:
         token = _WAITING.set(chain)
         try:
             with preserved_rng():
-                result = run(plan, seed, self.registry, run_dir=new_run_dir(self.directory, plan.run.name, plan.variant, seed))
+                result = run(
+                    plan, seed, self.registry, run_dir=new_run_dir(self.directory, plan.run.name, plan.variant, seed)
+                )
         finally:
             _WAITING.reset(token)
         if result.results.get("status") != "completed":

@@ -24,13 +24,14 @@ argument the spec does not have.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from importlib import metadata
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import attrs
 
 from paperkit.errors import PlanError, PluginError, did_you_mean
-from paperkit.spec import API_VERSION, HOOKS, Method, ModelSpec, TaskSpec, resolve
+from paperkit.spec import API_CHANGES, API_VERSION, HOOKS, Method, ModelSpec, TaskSpec, resolve
 
 Kind = Literal["method", "task", "model"]
 GROUPS: dict[str, str] = {"method": "paperkit.methods", "task": "paperkit.tasks", "model": "paperkit.models"}
@@ -149,13 +150,17 @@ class Registry:
             record.error = f"entry point resolves to {type(spec).__name__}, expected paperkit.{expected.__name__}"
             return record
         record.spec = spec
+        assert isinstance(spec, (Method, TaskSpec, ModelSpec))
+        problems = spec.problems() if isinstance(spec, Method) else []
         if spec.key != key:
-            record.status, record.error = "invalid", f"entry point name '{key}' differs from the spec's key '{spec.key}'"
+            record.status, record.error = (
+                "invalid",
+                f"entry point name '{key}' differs from the spec's key '{spec.key}'",
+            )
         elif spec.api_version != API_VERSION:
-            record.status = "incompatible"
-            record.error = f"built for paperkit API {spec.api_version}, this paperkit speaks API {API_VERSION}"
-        elif kind == "method" and spec.problems():
-            record.status, record.error = "invalid", "; ".join(spec.problems())
+            record.status, record.error = "incompatible", incompatibility(spec.api_version)
+        elif problems:
+            record.status, record.error = "invalid", "; ".join(problems)
         return record
 
     # -- lookups used by plans -----------------------------------------------------
@@ -228,6 +233,20 @@ def implemented_hooks(impl: type) -> dict[str, Any]:
         if callable(value) and getattr(value, "paperkit_impl", None) is not None:
             found[name] = value
     return found
+
+
+def incompatibility(version: Any) -> str:
+    """The one line for a plugin built for another plugin API: what changed and what to do."""
+    if isinstance(version, int) and version > API_VERSION:
+        return (
+            f"built for paperkit API {version}, newer than this paperkit's API {API_VERSION}; "
+            f"upgrade paperkit (pip install -U paperkit)"
+        )
+    change = API_CHANGES.get(API_VERSION, "")
+    return (
+        f"built for paperkit API {version}, this paperkit speaks API {API_VERSION} ({change}); "
+        f"install a release of the plugin built for API {API_VERSION}, or a paperkit that speaks API {version}"
+    )
 
 
 def implementation_problems(impl: Any, method: Method) -> list[str]:

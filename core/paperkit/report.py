@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from paperkit.runio import atomic_write_text
 
@@ -105,8 +106,9 @@ def band_curve(runs: Sequence[dict[int, float]]) -> tuple[list[int], list[float]
     return steps, means, stds
 
 
-def plot_curves(groups: dict[str, list[dict[int, float]]], path: Path, title: str, ylabel: str,
-                guides: Iterable[int] = ()) -> Path:
+def plot_curves(
+    groups: dict[str, list[dict[int, float]]], path: Path, title: str, ylabel: str, guides: Iterable[int] = ()
+) -> Path:
     """One line per group (mean over its runs) with a ±1 std band; a single run is a plain line."""
     fig, (ax,) = _figure()
     log = ylabel == "loss" and _spans_decade(groups)
@@ -119,8 +121,9 @@ def plot_curves(groups: dict[str, list[dict[int, float]]], path: Path, title: st
             low = [m - s for m, s in zip(mean, std)]
             if log:  # a log axis cannot show mean − std <= 0: stop the band at the lowest seed's value
                 low = [max(lo, min(r[st] for r in runs if st in r)) for lo, st in zip(low, steps)]
-            ax.fill_between(steps, low, [m + s for m, s in zip(mean, std)],
-                            color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+            ax.fill_between(
+                steps, low, [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=BAND_ALPHA, linewidth=0
+            )
     for g in guides:
         ax.axvline(g, color="0.7", linewidth=0.8, linestyle="--")
     ax.set_title(title)
@@ -154,8 +157,15 @@ def plot_matrices(matrices: dict[str, list[list[float]]], path: Path, title: str
         if T <= 12:
             for i in range(T):
                 for j in range(len(R[i])):
-                    ax.text(j, i, f"{R[i][j]:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if R[i][j] < 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{R[i][j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if R[i][j] < 0.6 else "black",
+                    )
         ax.set_xticks(range(len(R[0])))
         ax.set_yticks(range(T))
         ax.set_xlabel("tested on experience j")
@@ -192,8 +202,14 @@ def plot_finals(summary: dict[str, Any], path: Path) -> Path:
                 ax.errorbar(x, arm["mean"], yerr=arm["std"], color="black", capsize=4, linewidth=1)
                 shown += [arm["mean"] - arm["std"], arm["mean"] + arm["std"]]
             k = len(arm["values"])
-            ax.scatter([x + 0.2 * (i - (k - 1) / 2) / max(k - 1, 1) for i in range(k)], arm["values"],
-                       color=color, edgecolor="black", s=16, zorder=3)
+            ax.scatter(
+                [x + 0.2 * (i - (k - 1) / 2) / max(k - 1, 1) for i in range(k)],
+                arm["values"],
+                color=color,
+                edgecolor="black",
+                s=16,
+                zorder=3,
+            )
             shown += list(arm["values"])
         _tight_ylim(ax, shown)
         ax.set_xlim(-0.6, len(labels) - 0.4)
@@ -201,7 +217,7 @@ def plot_finals(summary: dict[str, Any], path: Path) -> Path:
         ax.set_xticklabels(labels, rotation=20 if len(labels) > 3 else 0)
         ax.set_title(name, fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.suptitle("final metrics over seeds: mean (bar), ±1 std, each seed (dot)")
     return _save(fig, path)
@@ -226,31 +242,60 @@ def write_run_report(run_dir: Path) -> Path:
     series = step_series(records)
     guides = experience_ends(records)[:-1]
     variant = results.get("variant") or manifest.get("variant")
-    title = f"{results.get('plan', run_dir.name)}" + (f" — variant {variant}" if variant else "") + f", seed {results.get('seed', manifest.get('seed', '?'))}"
+    title = (
+        f"{results.get('plan', run_dir.name)}"
+        + (f" — variant {variant}" if variant else "")
+        + f", seed {results.get('seed', manifest.get('seed', '?'))}"
+    )
     lines = [f"# Run: {title}", ""]
     lines += [f"Status **{results.get('status', 'unknown')}**" + _run_facts(results), ""]
     if results.get("error"):
         lines += [f"Error: `{results['error']}`", ""]
     plots: list[tuple[str, str]] = []
     if "loss" in series:
-        plots.append(("training loss", plot_curves({"loss": [series["loss"]]}, run_dir / "loss.png", "training loss", "loss", guides).name))
+        plots.append(
+            (
+                "training loss",
+                plot_curves({"loss": [series["loss"]]}, run_dir / "loss.png", "training loss", "loss", guides).name,
+            )
+        )
     for key, names in _namespaces(series).items():
-        path = _plot_namespace({n: {"run": [series[n]]} for n in names}, run_dir / f"steps_{slug(key)}.png", key, guides)
+        path = _plot_namespace(
+            {n: {"run": [series[n]]} for n in names}, run_dir / f"steps_{slug(key)}.png", key, guides
+        )
         plots.append((f"per-step values of {key}", path.name))
     if results.get("accuracy_matrix"):
-        plots.append(("accuracy matrix", plot_matrices({"R[i][j]": results["accuracy_matrix"]}, run_dir / "accuracy_matrix.png", "accuracy matrix").name))
+        plots.append(
+            (
+                "accuracy matrix",
+                plot_matrices(
+                    {"R[i][j]": results["accuracy_matrix"]}, run_dir / "accuracy_matrix.png", "accuracy matrix"
+                ).name,
+            )
+        )
     final = results.get("final") or {}
     if final:
         lines += ["## Final metrics", "", "| metric | value |", "|---|---:|"]
         lines += [f"| {k} | {_num(v)} |" for k, v in final.items()]
         lines.append("")
-    stream = {k: results.get(k) for k in ("average_accuracy", "forgetting", "backward_transfer", "forward_transfer") if k in results}
+    stream = {
+        k: results.get(k)
+        for k in ("average_accuracy", "forgetting", "backward_transfer", "forward_transfer")
+        if k in results
+    }
     if stream:
         lines += ["## Stream metrics", "", "| metric | value |", "|---|---:|"]
         lines += [f"| {k} | {_num(v)} |" for k, v in stream.items()]
         lines += ["", *_matrix_table(results["accuracy_matrix"]), ""]
     if results.get("summary"):
-        lines += ["## Method summaries (after_run)", "", "```json", json.dumps(results["summary"], indent=2, default=str), "```", ""]
+        lines += [
+            "## Method summaries (after_run)",
+            "",
+            "```json",
+            json.dumps(results["summary"], indent=2, default=str),
+            "```",
+            "",
+        ]
     if plots:
         lines += ["## Plots", ""]
         for caption, name in plots:
@@ -280,7 +325,9 @@ def _namespaces(series: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def _plot_namespace(by_name: dict[str, dict[str, list[dict[int, float]]]], path: Path, key: str, guides: Sequence[int]) -> Path:
+def _plot_namespace(
+    by_name: dict[str, dict[str, list[dict[int, float]]]], path: Path, key: str, guides: Sequence[int]
+) -> Path:
     """One axes per ``<key>/<name>`` series, each with one band per group."""
     names = list(by_name)
     fig, axes = _figure(len(names), 1, height=2.8)
@@ -290,8 +337,14 @@ def _plot_namespace(by_name: dict[str, dict[str, list[dict[int, float]]]], path:
             steps, mean, std = band_curve(runs)
             (line,) = ax.plot(steps, mean, label=label, marker="." if len(steps) < 30 else None)
             if len(runs) > 1:
-                ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                                color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+                ax.fill_between(
+                    steps,
+                    [m - s for m, s in zip(mean, std)],
+                    [m + s for m, s in zip(mean, std)],
+                    color=line.get_color(),
+                    alpha=BAND_ALPHA,
+                    linewidth=0,
+                )
         for g in guides:
             ax.axvline(g, color="0.7", linewidth=0.8, linestyle="--")
         ax.set_ylabel(name.split("/", 1)[1])
@@ -306,8 +359,13 @@ def _plot_namespace(by_name: dict[str, dict[str, list[dict[int, float]]]], path:
 def _matrix_table(R: list[list[float]]) -> list[str]:
     head = "| after \\ on | " + " | ".join(f"exp {j}" for j in range(len(R[0]))) + " |"
     sep = "|---|" + "---:|" * len(R[0])
-    return ["Accuracy matrix R[i][j] (row: after training on experience i; column: tested on experience j):", "",
-            head, sep, *[f"| exp {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for i, row in enumerate(R)]]
+    return [
+        "Accuracy matrix R[i][j] (row: after training on experience i; column: tested on experience j):",
+        "",
+        head,
+        sep,
+        *[f"| exp {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for i, row in enumerate(R)],
+    ]
 
 
 def _provenance(manifest: dict[str, Any]) -> list[str]:
@@ -319,7 +377,11 @@ def _provenance(manifest: dict[str, Any]) -> list[str]:
             lines.append(f"- {key}: `{manifest[key]}`")
     if manifest.get("versions"):
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()))
-    lines += ["", "Files: `plan.toml` (as run), `resolved.toml` (defaults filled in), `metrics.jsonl`, `results.json`, `manifest.json`.", ""]
+    lines += [
+        "",
+        "Files: `plan.toml` (as run), `resolved.toml` (defaults filled in), `metrics.jsonl`, `results.json`, `manifest.json`.",
+        "",
+    ]
     return lines
 
 
@@ -330,8 +392,9 @@ def _num(value: Any) -> str:
 
 
 # -- study report -----------------------------------------------------------------
-def write_study_report(directory: Path, summary: dict[str, Any], runs: Sequence[Any],
-                       verification: dict[str, Any] | None = None) -> Path:
+def write_study_report(
+    directory: Path, summary: dict[str, Any], runs: Sequence[Any], verification: dict[str, Any] | None = None
+) -> Path:
     """``report.md`` and plots for a study (or a comparison) directory; returns the report's path.
 
     ``runs`` are :class:`paperkit.study.RunRecord` objects; their run
@@ -349,14 +412,25 @@ def write_study_report(directory: Path, summary: dict[str, Any], runs: Sequence[
     if summary["metrics"]:
         plots.append(("final metrics per variant", plot_finals(summary, directory / "final_metrics.png").name))
     if "loss" in curves:
-        plots.append(("training loss (mean ± std over seeds)",
-                      plot_curves(curves["loss"], directory / "loss.png", "training loss (mean ± 1 std over seeds)", "loss", guides).name))
+        plots.append(
+            (
+                "training loss (mean ± std over seeds)",
+                plot_curves(
+                    curves["loss"], directory / "loss.png", "training loss (mean ± 1 std over seeds)", "loss", guides
+                ).name,
+            )
+        )
     for key, names in _namespaces(curves).items():
         path = _plot_namespace({n: curves[n] for n in names}, directory / f"steps_{slug(key)}.png", key, guides)
         plots.append((f"per-step values of {key} (mean ± std over seeds)", path.name))
     matrices = _mean_matrices(done)
     if matrices:
-        plots.append(("accuracy matrices (mean over seeds)", plot_matrices(matrices, directory / "accuracy_matrix.png", "accuracy matrix, mean over seeds").name))
+        plots.append(
+            (
+                "accuracy matrices (mean over seeds)",
+                plot_matrices(matrices, directory / "accuracy_matrix.png", "accuracy matrix, mean over seeds").name,
+            )
+        )
     lines = [f"# Study: {summary.get('name', directory.name)}", ""]
     lines += _study_facts(summary)
     if verification:
@@ -417,9 +491,17 @@ def summary_table(summary: dict[str, Any]) -> list[str]:
             row = f"| {name} | {label}{' (baseline)' if label == baseline else ''} | {arm['n']} | {fmt_mean_std(arm['mean'], arm['std'])} | {fmt_interval(arm['low'], arm['high'])} |"
             if baseline:
                 d = summary["differences"].get(label, {}).get(name)
-                row += (f" {d['difference']:+.4f} | {fmt_interval(d['low'], d['high'], signed=True)} | {d['test']} |" if d else " | | |")
+                row += (
+                    f" {d['difference']:+.4f} | {fmt_interval(d['low'], d['high'], signed=True)} | {d['test']} |"
+                    if d
+                    else " | | |"
+                )
             lines.append(row)
-    lines += ["", "Intervals are t intervals over seeds; differences are paired by seed when both arms ran the same seeds (paired-t), Welch otherwise.", ""]
+    lines += [
+        "",
+        "Intervals are t intervals over seeds; differences are paired by seed when both arms ran the same seeds (paired-t), Welch otherwise.",
+        "",
+    ]
     return lines
 
 
@@ -428,21 +510,31 @@ def verification_lines(record: dict[str, Any]) -> list[str]:
     arms = record["arms"]
     lines = [f"## Claim `{record['claim']}` of `{record['key']}`: **{record['verdict']}**", ""]
     lines += [f"> {record['statement']}", ""]
-    lines += [f"Checked: `{record['metric']}` of `{arms['variant']['name']}` vs `{arms['baseline']['name']}`, "
-              f"{record['direction']} is better, margin {record['margin']:+g}, {record['confidence']:.0%} confidence"
-              f"{' (quick budget)' if record.get('quick') else ''}.", ""]
+    lines += [
+        f"Checked: `{record['metric']}` of `{arms['variant']['name']}` vs `{arms['baseline']['name']}`, "
+        f"{record['direction']} is better, margin {record['margin']:+g}, {record['confidence']:.0%} confidence"
+        f"{' (quick budget)' if record.get('quick') else ''}.",
+        "",
+    ]
     b = record.get("budget")
     if b:
-        lines += [f"Budget of each arm: {b['task']} / {b['model']}, {b['epochs']} epoch(s)"
-                  + (f", at most {b['max_steps']} steps per experience" if b.get("max_steps") else "")
-                  + f", batch {b['batch_size']}" + (f"; overrides {', '.join(record['overrides'])}" if record.get("overrides") else "") + ".", ""]
+        lines += [
+            f"Budget of each arm: {b['task']} / {b['model']}, {b['epochs']} epoch(s)"
+            + (f", at most {b['max_steps']} steps per experience" if b.get("max_steps") else "")
+            + f", batch {b['batch_size']}"
+            + (f"; overrides {', '.join(record['overrides'])}" if record.get("overrides") else "")
+            + ".",
+            "",
+        ]
     for role in ("variant", "baseline"):
         a = arms[role]
         lines.append(f"- {role} `{a['name']}`: {_mean_std(a)} (n={a['n']}, seeds {a['seeds']})")
     if record.get("difference") is not None:
-        lo, hi = (record.get("interval") or [None, None])
-        lines.append(f"- difference ({arms['variant']['name']} − {arms['baseline']['name']}): {record['difference']:+.4f}, "
-                     f"interval {'n/a' if lo is None else f'[{lo:+.4f}, {hi:+.4f}]'} ({record.get('test')})")
+        lo, hi = record.get("interval") or [None, None]
+        lines.append(
+            f"- difference ({arms['variant']['name']} − {arms['baseline']['name']}): {record['difference']:+.4f}, "
+            f"interval {'n/a' if lo is None else f'[{lo:+.4f}, {hi:+.4f}]'} ({record.get('test')})"
+        )
     lines += ["", f"Verdict: **{record['verdict']}** — {record['reason']}.", ""]
     return lines
 

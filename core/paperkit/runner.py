@@ -18,8 +18,13 @@ from paperkit.registry import Registry
 
 
 def run_plan_file(
-    path: Path, overrides: list[str] = (), variant: list[str] | None = None, seeds: list[int] | None = None,
-    output: str | None = None, quiet: bool = False, resume: Any = None,
+    path: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    variant: list[str] | None = None,
+    seeds: list[int] | None = None,
+    output: str | None = None,
+    quiet: bool = False,
+    resume: Any = None,
 ) -> int:
     """Run ``path`` (every variant × seed unless restricted); returns the exit status."""
     from rich.console import Console
@@ -32,8 +37,8 @@ def run_plan_file(
         from paperkit.checkpoint import resume_job
 
         job = resume_job(plan, Path(resume), registry, seeds, variant)
-        progress = RichProgress(console) if console.is_terminal and not quiet else Progress()
-        return _single(console, registry, progress, *job, resume=Path(resume))
+        single: Progress = RichProgress(console) if console.is_terminal and not quiet else Progress()
+        return _single(console, registry, single, *job, resume=Path(resume))
     plans = variant_plans(plan, variant, registry)
     for p in plans:
         _check_output(p)
@@ -45,23 +50,34 @@ def run_plan_file(
     from paperkit.study import print_summary, run_study
 
     try:
-        study = run_study(plans, seeds, registry, progress, plan.run.output, plan.run.name,
-                          baseline=plan.study.baseline, confidence=plan.study.confidence, plan_file=path)
+        study = run_study(
+            plans,
+            seeds,
+            registry,
+            progress,
+            plan.run.output,
+            plan.run.name,
+            baseline=plan.study.baseline,
+            confidence=plan.study.confidence,
+            plan_file=path,
+        )
     finally:
         progress.close()
     print_results(console, [(r.label, r.seed, r) for r in study.runs])
     print_summary(console, study.summary, title=f"study {plan.run.name}")
     console.print(f"study directory: {study.directory} (study.json, report.md)")
     if study.failed:
-        console.print(f"[red]{len(study.failed)} of {len(study.runs)} runs did not complete[/red]: "
-                      + "; ".join(f"{r.label} seed {r.seed}: {r.results.get('error', r.status)}" for r in study.failed))
+        console.print(
+            f"[red]{len(study.failed)} of {len(study.runs)} runs did not complete[/red]: "
+            + "; ".join(f"{r.label} seed {r.seed}: {r.results.get('error', r.status)}" for r in study.failed)
+        )
         return 3
     return 0
 
 
 def variant_plans(plan: Any, variants: list[str] | None, registry: Any) -> list[Any]:
     """One validated plan per variant to run (the plan itself when it has none)."""
-    names = variants or list(plan.variants) or [None]
+    names: list[str | None] = [*(variants or plan.variants)] or [None]
     return [build_plan(plan.raw, plan.path, variant=v, registry=registry) if v else plan for v in names]
 
 

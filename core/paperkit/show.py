@@ -30,7 +30,9 @@ def show(key: str, console: Any) -> None:
     paper = getattr(spec, "paper", None)
     if paper is not None:
         console.print(f"  paper: {paper.title} ({paper.authors}, {paper.year}) {paper.link}")
-        console.print(f"  hooks: {', '.join(spec.hooks)}; touches: {', '.join(spec.touches) or '-'}; exclusive: {', '.join(spec.exclusive) or '-'}")
+        console.print(
+            f"  hooks: {', '.join(spec.hooks)}; touches: {', '.join(spec.touches) or '-'}; exclusive: {', '.join(spec.exclusive) or '-'}"
+        )
     rows = describe_fields(spec.config)
     if rows:
         table = Table(title="config")
@@ -41,7 +43,9 @@ def show(key: str, console: Any) -> None:
         console.print(table)
     for claim in getattr(spec, "claims", ()):
         console.print(f"  claim [bold]{claim.id}[/bold]: {claim.statement}")
-        console.print(f"    checked by: {claim.metric} ({claim.direction}, margin {claim.margin}) of '{claim.variant}' vs '{claim.baseline}', seeds {list(claim.seeds)}; plan {claim.plan}")
+        console.print(
+            f"    checked by: {claim.metric} ({claim.direction}, margin {claim.margin}) of '{claim.variant}' vs '{claim.baseline}', seeds {list(claim.seeds)}; plan {claim.plan}"
+        )
 
 
 def hook_docs() -> list[dict[str, str]]:
@@ -52,7 +56,9 @@ def hook_docs() -> list[dict[str, str]]:
     out = []
     for name in HOOKS:
         function = getattr(hookspecs, name)
-        out.append({"name": name, "signature": f"{name}{inspect.signature(function)}", "doc": inspect.getdoc(function) or ""})
+        out.append(
+            {"name": name, "signature": f"{name}{inspect.signature(function)}", "doc": inspect.getdoc(function) or ""}
+        )
     return out
 
 
@@ -71,9 +77,16 @@ def explain(path: Any, overrides: list[str], variant: str | None, console: Any) 
     from paperkit.spec import HOOKS
 
     plan = load_plan(path, overrides, variant=variant)
-    console.print(f"[bold]{path}[/bold]" + (f" variant {variant}" if variant else "") + f": task {plan.task.key}, model {plan.model.key}, seeds {plan.run.seeds}")
+    console.print(
+        f"[bold]{path}[/bold]"
+        + (f" variant {variant}" if variant else "")
+        + f": task {plan.task.key}, model {plan.model.key}, seeds {plan.run.seeds}"
+    )
     if plan.variants:
-        console.print(f"variants: {', '.join(plan.variants)}" + (f" (baseline {plan.study.baseline})" if plan.study.baseline else ""))
+        console.print(
+            f"variants: {', '.join(plan.variants)}"
+            + (f" (baseline {plan.study.baseline})" if plan.study.baseline else "")
+        )
     table = Table(title="hook order (methods are called in this order)")
     table.add_column("hook")
     table.add_column("methods")

@@ -11,7 +11,8 @@ uses the method, so listing plugins never imports torch.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import attrs
 import pluggy
@@ -23,6 +24,12 @@ import pluggy
 #: removing or renaming any of those, or changing what a hook's result means,
 #: bumps it.
 API_VERSION = 1
+
+#: What each plugin API version changed that breaks plugins of the previous one
+#: (quoted in the one-line error an incompatible plugin gets).
+API_CHANGES: dict[int, str] = {
+    1: "the first declared plugin API: records, hooks and the public names of paperkit.__all__",
+}
 
 #: Marker for hook implementations on a method's implementation class.
 hookimpl = pluggy.HookimplMarker("paperkit")
@@ -52,8 +59,17 @@ HOOKS: tuple[str, ...] = tuple(HOOK_SECTIONS)
 #: ``init`` and ``evaluate`` goes under ``[init]``; one with ``continual_step`` and
 #: ``after_step`` under ``[continual]``).
 SECTION_PRECEDENCE: tuple[str, ...] = (
-    "init", "adapt", "optimize", "regularize", "evaluate", "continual_step", "loss",
-    "before_experience", "after_experience", "after_step", "after_run",
+    "init",
+    "adapt",
+    "optimize",
+    "regularize",
+    "evaluate",
+    "continual_step",
+    "loss",
+    "before_experience",
+    "after_experience",
+    "after_step",
+    "after_run",
 )
 
 #: Plan sections in the order their methods are called, and the hooks a method
@@ -137,6 +153,11 @@ class Paper:
         return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else ""
 
 
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    """attrs converter: any iterable of seeds or overrides as a tuple (typed, unlike the ``tuple`` builtin)."""
+    return tuple(value)
+
+
 @attrs.frozen
 class Claim:
     """A paper's claim in a form ``paperkit verify`` can check.
@@ -160,9 +181,13 @@ class Claim:
     baseline: str
     direction: Literal["higher", "lower"] = attrs.field(default="higher", validator=lambda i, a, v: _check_direction(v))
     margin: float = 0.0
-    seeds: tuple[int, ...] = attrs.field(default=(0, 1, 2), converter=tuple, validator=lambda i, a, v: _check_seeds(a, v))
-    quick: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    quick_seeds: tuple[int, ...] = attrs.field(default=(0, 1), converter=tuple, validator=lambda i, a, v: _check_seeds(a, v))
+    seeds: tuple[int, ...] = attrs.field(
+        default=(0, 1, 2), converter=_as_tuple, validator=lambda i, a, v: _check_seeds(a, v)
+    )
+    quick: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    quick_seeds: tuple[int, ...] = attrs.field(
+        default=(0, 1), converter=_as_tuple, validator=lambda i, a, v: _check_seeds(a, v)
+    )
     confidence: float = attrs.field(default=0.95, validator=lambda i, a, v: _check_confidence(v))
 
 
@@ -241,9 +266,13 @@ class Method:
                 out.append(f"declares unknown touch '{name}' (known: {', '.join(sorted(TOUCHES))})")
         if self.section is not None:
             if self.section not in SECTION_HOOKS:
-                out.append(f"declares unknown section '{self.section}'{did_you_mean(self.section, tuple(SECTION_HOOKS))}")
+                out.append(
+                    f"declares unknown section '{self.section}'{did_you_mean(self.section, tuple(SECTION_HOOKS))}"
+                )
             elif not set(self.hooks) & set(SECTION_HOOKS[self.section]):
-                out.append(f"declares section '{self.section}' but none of its hooks {', '.join(SECTION_HOOKS[self.section])}")
+                out.append(
+                    f"declares section '{self.section}' but none of its hooks {', '.join(SECTION_HOOKS[self.section])}"
+                )
         for name in self.honours:
             if name not in HONOURABLE:
                 out.append(f"honours unknown batch key '{name}' (known: {', '.join(sorted(HONOURABLE))})")

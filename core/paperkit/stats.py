@@ -41,7 +41,8 @@ interval collapses to the observed difference.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import attrs
 
@@ -132,7 +133,14 @@ class Summary:
     values: tuple[float, ...]
 
     def as_dict(self) -> dict[str, object]:
-        return {"mean": self.mean, "std": self.std, "n": self.n, "low": self.low, "high": self.high, "values": list(self.values)}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "n": self.n,
+            "low": self.low,
+            "high": self.high,
+            "values": list(self.values),
+        }
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -170,17 +178,27 @@ class Difference:
     n: int  # pairs for paired-t; the smaller arm for welch-t
 
     def as_dict(self) -> dict[str, object]:
-        return {"difference": self.difference, "low": self.low, "high": self.high, "test": self.test, "df": self.df, "n": self.n}
+        return {
+            "difference": self.difference,
+            "low": self.low,
+            "high": self.high,
+            "test": self.test,
+            "df": self.df,
+            "n": self.n,
+        }
 
-    def flipped(self) -> "Difference":
+    def flipped(self) -> Difference:
         """``baseline − variant``: the effect when lower is better."""
         low, high = (-self.high if self.high is not None else None), (-self.low if self.low is not None else None)
         return Difference(-self.difference, low, high, self.test, self.df, self.n)
 
 
 def difference(
-    variant: Sequence[float], baseline: Sequence[float], confidence: float = 0.95,
-    variant_seeds: Sequence[int] | None = None, baseline_seeds: Sequence[int] | None = None,
+    variant: Sequence[float],
+    baseline: Sequence[float],
+    confidence: float = 0.95,
+    variant_seeds: Sequence[int] | None = None,
+    baseline_seeds: Sequence[int] | None = None,
 ) -> Difference:
     """Difference of arm means with a paired (same seeds) or Welch t interval (see the module doc)."""
     if not variant or not baseline:
@@ -242,12 +260,20 @@ def decide(diff: Difference, direction: str, margin: float, confidence: float = 
     effect = diff if direction == "higher" else diff.flipped()
     better = "higher" if direction == "higher" else "lower"
     if effect.low is None or effect.high is None:
-        reason = (f"an interval needs at least 2 seeds per arm ({'pairs' if effect.test == 'paired-t' else 'smallest arm'}: {effect.n}); "
-                  "one run per arm cannot separate the method from seed noise")
+        reason = (
+            f"an interval needs at least 2 seeds per arm ({'pairs' if effect.test == 'paired-t' else 'smallest arm'}: {effect.n}); "
+            "one run per arm cannot separate the method from seed noise"
+        )
         return Decision("inconclusive", effect, reason)
-    interval = f"the {confidence:.0%} interval [{effect.low:+.4f}, {effect.high:+.4f}] of the improvement ({better} is better)"
+    interval = (
+        f"the {confidence:.0%} interval [{effect.low:+.4f}, {effect.high:+.4f}] of the improvement ({better} is better)"
+    )
     if effect.low > margin:
         return Decision("supported", effect, f"{interval} lies above the margin {margin:+g}")
     if effect.high < margin:
         return Decision("not supported", effect, f"{interval} lies below the margin {margin:+g}")
-    return Decision("inconclusive", effect, f"{interval} contains the margin {margin:+g}; more seeds or a larger budget could settle it")
+    return Decision(
+        "inconclusive",
+        effect,
+        f"{interval} contains the margin {margin:+g}; more seeds or a larger budget could settle it",
+    )

@@ -15,7 +15,8 @@ built-in loss honours (the batch contract, see :data:`paperkit.BATCH_KEYS`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch

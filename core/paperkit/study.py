@@ -27,8 +27,9 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import attrs
 
@@ -86,6 +87,7 @@ def _is_number(value: Any) -> bool:
 
 def _metric_order(names: Iterable[str]) -> list[str]:
     """Accuracy first, then the other final metrics, stream metrics, method metrics."""
+
     def rank(name: str) -> tuple[int, str]:
         if name == "classification/accuracy":
             return (0, name)
@@ -137,7 +139,13 @@ def summarize_runs(runs: list[RunRecord], baseline: str | None = None, confidenc
         "arms": arms,
         "differences": differences,
         "runs": [
-            {"variant": r.label, "seed": r.seed, "status": r.status, "run_dir": r.run_dir.name, "error": r.results.get("error")}
+            {
+                "variant": r.label,
+                "seed": r.seed,
+                "status": r.status,
+                "run_dir": r.run_dir.name,
+                "error": r.results.get("error"),
+            }
             for r in runs
         ],
     }
@@ -170,9 +178,17 @@ class Study:
 
 
 def run_study(
-    plans: list[Any], seeds: list[int] | None, registry: Any, progress: Any, output: str | Path, name: str,
-    baseline: str | None = None, confidence: float = 0.95, plan_file: str | Path | None = None,
-    info: dict[str, Any] | None = None, report: bool = True,
+    plans: list[Any],
+    seeds: list[int] | None,
+    registry: Any,
+    progress: Any,
+    output: str | Path,
+    name: str,
+    baseline: str | None = None,
+    confidence: float = 0.95,
+    plan_file: str | Path | None = None,
+    info: dict[str, Any] | None = None,
+    report: bool = True,
 ) -> Study:
     """Run every plan (one per variant) × seed into one study directory, then summarize and report.
 
@@ -223,8 +239,14 @@ def write_run_report_safely(record: RunRecord) -> None:
 
 
 def write_study(
-    directory: Path, runs: list[RunRecord], baseline: str | None, confidence: float, name: str,
-    plan_file: str | Path | None = None, info: dict[str, Any] | None = None, report: bool = True,
+    directory: Path,
+    runs: list[RunRecord],
+    baseline: str | None,
+    confidence: float,
+    name: str,
+    plan_file: str | Path | None = None,
+    info: dict[str, Any] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Write ``study.json`` first (the numbers), then the report with its plots."""
     from paperkit.report import write_study_report
@@ -344,8 +366,12 @@ def print_summary(console: Any, summary: dict[str, Any], title: str = "study") -
             arm = summary["arms"].get(label, {}).get(name)
             if arm is None:
                 continue
-            row = [name if first else "", f"[bold]{label}[/bold]" if label == baseline else label, str(arm["n"]),
-                   fmt_mean_std(arm["mean"], arm["std"])]
+            row = [
+                name if first else "",
+                f"[bold]{label}[/bold]" if label == baseline else label,
+                str(arm["n"]),
+                fmt_mean_std(arm["mean"], arm["std"]),
+            ]
             if baseline:
                 d = summary["differences"].get(label, {}).get(name)
                 row.append(f"{d['difference']:+.4f} {fmt_interval(d['low'], d['high'], signed=True)}" if d else "")

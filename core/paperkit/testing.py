@@ -57,15 +57,21 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 #: Budget of every smoke run: small enough for seconds, large enough to train.
 SMOKE_RUN: dict[str, Any] = {
-    "name": "conformance", "seeds": [0], "epochs": 1, "max_steps": 6, "batch_size": 32,
-    "save_model": False, "log_every": 1,
+    "name": "conformance",
+    "seeds": [0],
+    "epochs": 1,
+    "max_steps": 6,
+    "batch_size": 32,
+    "save_model": False,
+    "log_every": 1,
 }
 #: Model options of the smoke plan when the suite keeps the default ``mlp``.
 SMOKE_MLP: dict[str, Any] = {"depth": 1, "width": 32}
@@ -94,16 +100,28 @@ def paperkit_registry() -> Any:
     return builtin_registry()
 
 
-def run_plan_text(text: str, directory: Path, registry: Any = None, seed: int | None = None,
-                  variant: str | None = None, overrides: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_plan_text(
+    text: str,
+    directory: Path,
+    registry: Any = None,
+    seed: int | None = None,
+    variant: str | None = None,
+    overrides: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run a plan given as TOML text; ``(results, manifest)`` of its run directory."""
     result = _run_text(text, directory, registry, seed, variant, overrides)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     return result.results, manifest
 
 
-def _run_text(text: str, directory: Path, registry: Any = None, seed: int | None = None,
-              variant: str | None = None, overrides: tuple[str, ...] = ()) -> Any:
+def _run_text(
+    text: str,
+    directory: Path,
+    registry: Any = None,
+    seed: int | None = None,
+    variant: str | None = None,
+    overrides: tuple[str, ...] = (),
+) -> Any:
     from paperkit.engine import run
     from paperkit.plan import load_plan
     from paperkit.registry import Registry
@@ -113,12 +131,21 @@ def _run_text(text: str, directory: Path, registry: Any = None, seed: int | None
     directory.mkdir(parents=True, exist_ok=True)
     plan_path = directory / "plan.toml"
     plan_path.write_text(text, encoding="utf-8")
-    plan = load_plan(plan_path, [*overrides, f"run.output={json.dumps(str(directory / 'runs'))}"], variant=variant, registry=registry)
+    plan = load_plan(
+        plan_path, [*overrides, f"run.output={json.dumps(str(directory / 'runs'))}"], variant=variant, registry=registry
+    )
     return run(plan, plan.run.seeds[0] if seed is None else seed, registry)
 
 
-def run_plan_file(path: str | Path, output: str | Path, overrides: tuple[str, ...] | list[str] = (), seed: int | None = None,
-                  variant: str | None = None, resume: str | Path | None = None, registry: Any = None) -> Any:
+def run_plan_file(
+    path: str | Path,
+    output: str | Path,
+    overrides: tuple[str, ...] | list[str] = (),
+    seed: int | None = None,
+    variant: str | None = None,
+    resume: str | Path | None = None,
+    registry: Any = None,
+) -> Any:
     """Run the plan file ``path`` for one seed with its run directory under ``output``, optionally resuming
     ``resume`` (a run directory); the engine's ``RunResult`` (``run_dir``, ``results``)."""
     from paperkit.engine import run
@@ -130,8 +157,13 @@ def run_plan_file(path: str | Path, output: str | Path, overrides: tuple[str, ..
     return run(plan, plan.run.seeds[0] if seed is None else seed, registry, resume=Path(resume) if resume else None)
 
 
-def interrupt_and_resume(path: str | Path, directory: str | Path, at_step: int, overrides: tuple[str, ...] | list[str] = (),
-                         registry: Any = None) -> tuple[Any, Any]:
+def interrupt_and_resume(
+    path: str | Path,
+    directory: str | Path,
+    at_step: int,
+    overrides: tuple[str, ...] | list[str] = (),
+    registry: Any = None,
+) -> tuple[Any, Any]:
     """Run ``path`` uninterrupted, then again with Ctrl-C after optimizer step ``at_step`` and ``--resume``;
     ``(uninterrupted, resumed)`` run results, to compare (metrics and ``model.safetensors`` bit for bit)."""
     import signal
@@ -178,7 +210,9 @@ def assert_same_run(a: Any, b: Any) -> None:
 def run_plan(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], dict[str, Any]]]:
     counter = iter(range(10_000))
 
-    def _run(text: str, registry: Any = None, seed: int | None = None, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _run(
+        text: str, registry: Any = None, seed: int | None = None, **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         directory = tmp_path / f"plan{next(counter)}"
         directory.mkdir()
         return run_plan_text(text, directory, registry, seed, **kwargs)
@@ -187,8 +221,9 @@ def run_plan(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], dict[str, An
 
 
 # -- a tiny seeded task ----------------------------------------------------------------
-def tiny_task(seed: int = 0, classes: int = 4, features: int = 16, train: int = 128, test: int = 64,
-              spread: float = 0.5) -> Any:
+def tiny_task(
+    seed: int = 0, classes: int = 4, features: int = 16, train: int = 128, test: int = 64, spread: float = 0.5
+) -> Any:
     """Gaussian blobs: one centre per class, ``train``/``test`` samples, fixed by ``seed``.
 
     Small enough that a training step takes microseconds, separable enough that
@@ -209,7 +244,9 @@ def tiny_task(seed: int = 0, classes: int = 4, features: int = 16, train: int = 
 
     x_train, y_train = draw(train)
     x_test, y_test = draw(test)
-    experience = Experience(0, IndexedDataset(x_train, y_train), IndexedDataset(x_test, y_test), tuple(range(classes)), "tiny")
+    experience = Experience(
+        0, IndexedDataset(x_train, y_train), IndexedDataset(x_test, y_test), tuple(range(classes)), "tiny"
+    )
     return Task("tiny", TaskInfo(input_dim=features, num_classes=classes), [experience], "single")
 
 
@@ -219,9 +256,18 @@ def tiny_task_fixture() -> Any:
 
 
 # -- the method harness ------------------------------------------------------------------
-def smoke_plan(key: str, spec: Any, options: dict[str, Any] | None = None, section: str | None = None,
-               task: str = "digits", task_options: dict[str, Any] | None = None, model: str = "mlp",
-               model_options: dict[str, Any] | None = None, plan_extra: str = "", **run: Any) -> dict[str, Any]:
+def smoke_plan(
+    key: str,
+    spec: Any,
+    options: dict[str, Any] | None = None,
+    section: str | None = None,
+    task: str = "digits",
+    task_options: dict[str, Any] | None = None,
+    model: str = "mlp",
+    model_options: dict[str, Any] | None = None,
+    plan_extra: str = "",
+    **run: Any,
+) -> dict[str, Any]:
     """The smallest plan that runs ``key``: raw plan data (``[run]`` overrides as keywords)."""
     from paperkit.plan import parse_toml
     from paperkit.spec import SECTION_HOOKS
@@ -349,11 +395,19 @@ class MethodHarness:
         if optimization.optimizer is None:  # a gradient-free method: nothing to step
             return None
         stop, watched = StopFlag(self.accelerator), floating_parameters(model)
-        return TrainingStep(methods, ctx, optimization.optimizer, scheduler_for(optimization.optimizer, optimization.lr_factor),
-                            optimization.grad_transform, self.plan.run.grad_clip,
-                            guard=lambda total: check_loss(total, ctx, methods, stop, model, watched))
+        return TrainingStep(
+            methods,
+            ctx,
+            optimization.optimizer,
+            scheduler_for(optimization.optimizer, optimization.lr_factor),
+            optimization.grad_transform,
+            self.plan.run.grad_clip,
+            guard=lambda total: check_loss(total, ctx, methods, stop, model, watched),
+        )
 
-    def train(self, model: Any, methods: Any, ctx: Any, steps: int, experience: int = 0, finish: bool = True) -> list[dict[str, Any]]:
+    def train(
+        self, model: Any, methods: Any, ctx: Any, steps: int, experience: int = 0, finish: bool = True
+    ) -> list[dict[str, Any]]:
         """Train ``steps`` optimizer steps on one experience, as the engine does: the same seeded batch order
         (:class:`~paperkit.engine.TrainBatches`) and the same step function, so that contracts can look at the
         method objects between steps.
@@ -376,7 +430,14 @@ class MethodHarness:
             for epoch, batch, share in loader.steps(0, steps):
                 ctx.epoch = epoch
                 done = step(model, batch, share)
-                records.append({"step": ctx.step, "loss": done.loss.item(), **{k: v.item() for k, v in done.terms.items()}, **done.observed})
+                records.append(
+                    {
+                        "step": ctx.step,
+                        "loss": done.loss.item(),
+                        **{k: v.item() for k, v in done.terms.items()},
+                        **done.observed,
+                    }
+                )
         if finish:
             methods.call("after_experience", model=model, experience=exp, ctx=ctx, step=ctx.step)
         return records
@@ -421,7 +482,9 @@ def assert_same_state(a: Any, b: Any, where: str = "state") -> None:
         assert a.shape == b.shape and a.dtype == b.dtype, f"{where}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
         assert torch.equal(a.cpu(), b.cpu()), f"{where}: values differ"
     elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys differ: {sorted(map(str, a))} vs {sorted(map(str, b)) if isinstance(b, dict) else b}"
+        assert isinstance(b, dict) and set(a) == set(b), (
+            f"{where}: keys differ: {sorted(map(str, a))} vs {sorted(map(str, b)) if isinstance(b, dict) else b}"
+        )
         for k in a:
             assert_same_state(a[k], b[k], f"{where}[{k!r}]")
     elif isinstance(a, (list, tuple)):
@@ -521,8 +584,18 @@ class ConformanceSuite:
             if task not in STREAM_TASKS:
                 task, task_options = "split-digits", {}
             task_options["experiences"] = STREAM_EXPERIENCES
-        return smoke_plan(self.key, self.method_spec(), dict(self.options), self.section, task, task_options,
-                          self.model, dict(self.model_options), self.plan_extra, **run)
+        return smoke_plan(
+            self.key,
+            self.method_spec(),
+            dict(self.options),
+            self.section,
+            task,
+            task_options,
+            self.model,
+            dict(self.model_options),
+            self.plan_extra,
+            **run,
+        )
 
     def harness(self, directory: Path, stream: bool = False, **run: Any) -> MethodHarness:
         return MethodHarness(self.raw_plan(stream, **run), self.key, directory, self.registry())
@@ -565,7 +638,9 @@ class ConformanceSuite:
         if self.key not in registry.names("method"):
             pytest.skip(f"'{self.key}' is not installed through an entry point")
         module = registry.record("method", self.key).target.partition(":")[0]
-        code = f"import sys, importlib; importlib.import_module({module!r}); sys.exit(3 if 'torch' in sys.modules else 0)"
+        code = (
+            f"import sys, importlib; importlib.import_module({module!r}); sys.exit(3 if 'torch' in sys.modules else 0)"
+        )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert done.returncode != 3, f"importing {module} imports torch; move torch imports into functional.py/hooks.py"
         assert done.returncode == 0, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "import failed"
@@ -579,7 +654,9 @@ class ConformanceSuite:
         if spec.config is None:
             pytest.skip(f"'{self.key}' has no config")
         for field in attrs.fields(spec.config):
-            assert field.metadata.get("help"), f"config field '{field.name}' has no help (use paperkit.option(..., help=...))"
+            assert field.metadata.get("help"), (
+                f"config field '{field.name}' has no help (use paperkit.option(..., help=...))"
+            )
             assert field.default is not attrs.NOTHING, f"config field '{field.name}' has no default"
 
     @contract()
@@ -805,7 +882,9 @@ class ConformanceSuite:
         """The engine trains with the method's optimization and every logged loss is finite."""
         self.require("optimize")
         results, run_dir = self.run_smoke(tmp_path)
-        assert results["status"] == "completed" and results["steps"] > 0, f"status {results['status']}, {results.get('steps')} steps"
+        assert results["status"] == "completed" and results["steps"] > 0, (
+            f"status {results['status']}, {results.get('steps')} steps"
+        )
         losses = [r["loss"] for r in _records(run_dir) if "loss" in r]
         assert losses and all(math.isfinite(v) for v in losses)
 
@@ -832,7 +911,9 @@ class ConformanceSuite:
         model, _, terms = self._terms_after_steps(h, tmp_path)
         assert terms, f"'{self.key}' returned no terms after 3 training steps"
         for name, value in terms.items():
-            assert isinstance(name, str) and name and "/" not in name, f"term name {name!r} must be a plain non-empty string"
+            assert isinstance(name, str) and name and "/" not in name, (
+                f"term name {name!r} must be a plain non-empty string"
+            )
             assert isinstance(value, torch.Tensor) and value.dim() == 0, f"term {name} must be a scalar tensor"
             assert torch.isfinite(value), f"term {name} is {value.item()}"
         model.zero_grad(set_to_none=True)
@@ -883,7 +964,9 @@ class ConformanceSuite:
         for phase in ("initial", "experience_end"):
             if phase == "experience_end":
                 h.train(model, methods, ctx, 3)
-            out = methods.call_one(self.name, "evaluate", ctx.step, model=model, data=h.eval_set(model, ctx, phase=phase), ctx=ctx)
+            out = methods.call_one(
+                self.name, "evaluate", ctx.step, model=model, data=h.eval_set(model, ctx, phase=phase), ctx=ctx
+            )
             _assert_numbers(out, f"evaluate ({phase})")
 
     @contract("evaluate")
@@ -971,9 +1054,13 @@ class ConformanceSuite:
             out = methods.call_one(self.name, "continual_step", step, batch=dict(batch), model=model, ctx=ctx)
             out = batch if out is None else out
             assert "probe" in out, f"step {step}: the batch transform dropped the key 'probe' it did not create"
-            assert len(out["probe"]) == len(out["y"]), f"step {step}: 'probe' has {len(out['probe'])} rows, the batch {len(out['y'])}"
+            assert len(out["probe"]) == len(out["y"]), (
+                f"step {step}: 'probe' has {len(out['probe'])} rows, the batch {len(out['y'])}"
+            )
             if "index" not in spec.batch_keys:
-                assert torch.equal(out["probe"], out["index"].double() * 2 + 1), f"step {step}: 'probe' rows no longer match their samples"
+                assert torch.equal(out["probe"], out["index"].double() * 2 + 1), (
+                    f"step {step}: 'probe' rows no longer match their samples"
+                )
             if "after_step" in spec.hooks:
                 methods.call_one(self.name, "after_step", step, model=model, batch=out, ctx=ctx)
 
@@ -1002,7 +1089,9 @@ class ConformanceSuite:
         outs = []
         for methods_ in (methods, fresh):
             torch.manual_seed(1234)
-            outs.append(methods_.call_one(self.name, "continual_step", ctx.step, batch=dict(batch), model=model, ctx=ctx))
+            outs.append(
+                methods_.call_one(self.name, "continual_step", ctx.step, batch=dict(batch), model=model, ctx=ctx)
+            )
         a, b = (batch if o is None else o for o in outs)
         hint = "" if hasattr(instance, "state_dict") else " (the method keeps state but offers no state_dict())"
         assert set(a) == set(b), f"restored method returns different batch keys{hint}"
@@ -1026,19 +1115,38 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def run_distributed(plan: Path, output: Path, processes: int = 2, timeout: float = 300, attempts: int = 2) -> dict[str, Any]:
+def run_distributed(
+    plan: Path, output: Path, processes: int = 2, timeout: float = 300, attempts: int = 2
+) -> dict[str, Any]:
     """Run ``plan`` (first seed) on ``processes`` CPU processes with torchrun (gloo); its results.json.
 
     A launch that dies is tried once more: gloo on a loaded machine can lose a
     connection, and a real fault in the method fails every attempt anyway.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "0",
+        "CUDA_VISIBLE_DEVICES": "",
+        "ACCELERATE_USE_CPU": "1",
+    }
     failures = []
     for attempt in range(attempts):
         target = Path(output) / f"attempt{attempt}"
         command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "paperkit.cli", "--traceback", "run", str(plan), "--output", str(target), "--quiet",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "paperkit.cli",
+            "--traceback",
+            "run",
+            str(plan),
+            "--output",
+            str(target),
+            "--quiet",
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if done.returncode == 0:

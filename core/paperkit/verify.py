@@ -34,8 +34,9 @@ import contextlib
 import importlib.resources
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from paperkit.errors import PaperkitError, PlanError, did_you_mean
 from paperkit.spec import Claim
@@ -57,10 +58,14 @@ def claim_plan_path(reference: str, where: str = "") -> Iterator[Path]:
     try:
         resource = importlib.resources.files(package).joinpath(relative)
     except (ModuleNotFoundError, TypeError) as exc:
-        raise PlanError(f"claim plan '{reference}': cannot import package '{package}' ({type(exc).__name__})", where) from None
+        raise PlanError(
+            f"claim plan '{reference}': cannot import package '{package}' ({type(exc).__name__})", where
+        ) from None
     if not resource.is_file():
-        raise PlanError(f"claim plan '{reference}': no file '{relative}' in package '{package}' "
-                        "(is it declared as package data?)", where)
+        raise PlanError(
+            f"claim plan '{reference}': no file '{relative}' in package '{package}' (is it declared as package data?)",
+            where,
+        )
     with importlib.resources.as_file(resource) as path:
         yield Path(path)
 
@@ -79,15 +84,24 @@ def method_claims(registry: Any, key: str, claim_id: str | None = None) -> tuple
     if claim_id is not None:
         ids = [c.id for c in claims]
         if claim_id not in ids:
-            raise PaperkitError(f"method '{key}' has no claim '{claim_id}'{did_you_mean(claim_id, ids)} (claims: {', '.join(ids)})")
+            raise PaperkitError(
+                f"method '{key}' has no claim '{claim_id}'{did_you_mean(claim_id, ids)} (claims: {', '.join(ids)})"
+            )
         claims = [c for c in claims if c.id == claim_id]
     return record.spec, claims
 
 
 # -- running one claim ----------------------------------------------------------------
 def verify_claim(
-    key: str, claim: Claim, registry: Any, *, quick: bool = False, output: str | None = None,
-    overrides: list[str] | tuple[str, ...] = (), progress: Any = None, paper: Any = None,
+    key: str,
+    claim: Claim,
+    registry: Any,
+    *,
+    quick: bool = False,
+    output: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: Any = None,
+    paper: Any = None,
 ) -> dict[str, Any]:
     """Run ``claim``'s two arms over its seeds as a study; return the verification record."""
     from paperkit.plan import build_plan, load_plan
@@ -104,13 +118,26 @@ def verify_claim(
         plan = load_plan(path, sets, registry=registry)
         for role, name in (("variant", claim.variant), ("baseline", claim.baseline)):
             if name not in plan.variants:
-                raise PlanError(f"{where}: {role} '{name}' is not a variant of its plan{did_you_mean(name, plan.variants)}", str(path))
+                raise PlanError(
+                    f"{where}: {role} '{name}' is not a variant of its plan{did_you_mean(name, plan.variants)}",
+                    str(path),
+                )
         plans = [build_plan(plan.raw, plan.path, variant=v, registry=registry) for v in (claim.variant, claim.baseline)]
         _check_same_budget(plans, where, path)
         try:
-            study = run_study(plans, seeds, registry, progress, plan.run.output, f"verify-{key}-{claim.id}",
-                              baseline=claim.baseline, confidence=claim.confidence, plan_file=path,
-                              info={"claim": {"key": key, "id": claim.id, "quick": quick}}, report=False)
+            study = run_study(
+                plans,
+                seeds,
+                registry,
+                progress,
+                plan.run.output,
+                f"verify-{key}-{claim.id}",
+                baseline=claim.baseline,
+                confidence=claim.confidence,
+                plan_file=path,
+                info={"claim": {"key": key, "id": claim.id, "quick": quick}},
+                report=False,
+            )
         finally:
             progress.close()
     record = judge(key, claim, study.runs, quick=quick, overrides=list(overrides), paper=paper)
@@ -128,25 +155,42 @@ def _check_same_budget(plans: list[Any], where: str, path: Path) -> None:
     """A claim compares arms under one budget; arms that train for different budgets prove nothing."""
     a, b = (budget(p, []) for p in plans)
     if a != b:
-        raise PlanError(f"{where}: the arms must share task, model and budget; "
-                        f"'{plans[0].variant}' has {a}, '{plans[1].variant}' has {b}", str(path))
+        raise PlanError(
+            f"{where}: the arms must share task, model and budget; "
+            f"'{plans[0].variant}' has {a}, '{plans[1].variant}' has {b}",
+            str(path),
+        )
 
 
-def judge(key: str, claim: Claim, runs: list[Any], quick: bool = False, overrides: list[str] | None = None,
-          paper: Any = None) -> dict[str, Any]:
+def judge(
+    key: str, claim: Claim, runs: list[Any], quick: bool = False, overrides: list[str] | None = None, paper: Any = None
+) -> dict[str, Any]:
     """The verification record from finished runs (:class:`paperkit.study.RunRecord`)."""
     from paperkit import stats
 
-    arms = {role: _arm(name, runs, claim.metric) for role, name in (("variant", claim.variant), ("baseline", claim.baseline))}
+    arms = {
+        role: _arm(name, runs, claim.metric)
+        for role, name in (("variant", claim.variant), ("baseline", claim.baseline))
+    }
     available = sorted({m for r in runs if r.completed for m in r.metrics})
     if available and claim.metric not in available:
-        raise PaperkitError(f"claim '{claim.id}' of '{key}': metric '{claim.metric}' is not in the results"
-                            f"{did_you_mean(claim.metric, available)} (available: {', '.join(available)})")
+        raise PaperkitError(
+            f"claim '{claim.id}' of '{key}': metric '{claim.metric}' is not in the results"
+            f"{did_you_mean(claim.metric, available)} (available: {', '.join(available)})"
+        )
     record: dict[str, Any] = {
-        "key": key, "claim": claim.id, "statement": claim.statement,
+        "key": key,
+        "claim": claim.id,
+        "statement": claim.statement,
         "paper": ({"title": paper.title, "year": paper.year, "link": paper.link} if paper is not None else None),
-        "metric": claim.metric, "direction": claim.direction, "margin": claim.margin, "confidence": claim.confidence,
-        "arms": arms, "difference": None, "interval": None, "test": None,
+        "metric": claim.metric,
+        "direction": claim.direction,
+        "margin": claim.margin,
+        "confidence": claim.confidence,
+        "arms": arms,
+        "difference": None,
+        "interval": None,
+        "test": None,
     }
     a, b = arms["variant"], arms["baseline"]
     if a["n"] == 0 or b["n"] == 0:
@@ -155,13 +199,22 @@ def judge(key: str, claim: Claim, runs: list[Any], quick: bool = False, override
     else:
         diff = stats.difference(a["values"], b["values"], claim.confidence, a["seeds"], b["seeds"])
         decision = stats.decide(diff, claim.direction, claim.margin, claim.confidence)
-        record.update(difference=diff.difference, interval=[diff.low, diff.high] if diff.low is not None else None,
-                      test=diff.test, verdict=decision.verdict, reason=decision.reason)
+        record.update(
+            difference=diff.difference,
+            interval=[diff.low, diff.high] if diff.low is not None else None,
+            test=diff.test,
+            verdict=decision.verdict,
+            reason=decision.reason,
+        )
     failed = [r for r in runs if not r.completed]
     if failed:
         record["reason"] += "; " + ", ".join(f"{r.label} seed {r.seed} {r.status}" for r in failed)
-    record.update(quick=quick, overrides=list(overrides or []), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  versions=_versions(runs))
+    record.update(
+        quick=quick,
+        overrides=list(overrides or []),
+        date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        versions=_versions(runs),
+    )
     return record
 
 
@@ -172,13 +225,26 @@ def _arm(name: str, runs: list[Any], metric: str) -> dict[str, Any]:
     if not pairs:
         return {"name": name, "mean": None, "std": None, "n": 0, "seeds": [], "values": []}
     s = stats.summarize([v for _s, v in pairs])
-    return {"name": name, "mean": s.mean, "std": s.std, "n": s.n, "seeds": [seed for seed, _v in pairs], "values": list(s.values)}
+    return {
+        "name": name,
+        "mean": s.mean,
+        "std": s.std,
+        "n": s.n,
+        "seeds": [seed for seed, _v in pairs],
+        "values": list(s.values),
+    }
 
 
 def budget(plan: Any, seeds: list[int]) -> dict[str, Any]:
     """What both arms got: task, model, epochs, step cap, batch size, seeds."""
-    return {"task": plan.task.key, "model": plan.model.key, "epochs": plan.run.epochs, "max_steps": plan.run.max_steps,
-            "batch_size": plan.run.batch_size, "seeds": seeds}
+    return {
+        "task": plan.task.key,
+        "model": plan.model.key,
+        "epochs": plan.run.epochs,
+        "max_steps": plan.run.max_steps,
+        "batch_size": plan.run.batch_size,
+        "seeds": seeds,
+    }
 
 
 def _versions(runs: list[Any]) -> dict[str, str]:
@@ -201,7 +267,9 @@ def update_table(path: Path, records: list[dict[str, Any]], replace: bool = Fals
         try:
             table = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
-            raise PaperkitError(f"{path}: not a JSON verification table; move it away or pass --table elsewhere") from None
+            raise PaperkitError(
+                f"{path}: not a JSON verification table; move it away or pass --table elsewhere"
+            ) from None
     fresh = {(r["key"], r["claim"]) for r in records}
     table = [r for r in table if (r.get("key"), r.get("claim")) not in fresh] + [_table_row(r) for r in records]
     table.sort(key=lambda r: (r["key"], r["claim"]))
@@ -216,24 +284,36 @@ def _table_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- printing -------------------------------------------------------------------------
-VERDICT_STYLE = {"supported": "bold green", "not supported": "bold red", "inconclusive": "bold yellow", "error": "bold red"}
+VERDICT_STYLE = {
+    "supported": "bold green",
+    "not supported": "bold red",
+    "inconclusive": "bold yellow",
+    "error": "bold red",
+}
 
 
 def print_record(console: Any, record: dict[str, Any]) -> None:
     from rich.markup import escape
 
     paper = record.get("paper") or {}
-    console.print(f"[bold]{record['key']}[/bold] claim [bold]{record['claim']}[/bold]"
-                  + (f" — {paper['title']} ({paper['year']})" if paper else ""))
+    console.print(
+        f"[bold]{record['key']}[/bold] claim [bold]{record['claim']}[/bold]"
+        + (f" — {paper['title']} ({paper['year']})" if paper else "")
+    )
     console.print(f"  paper's claim: {escape(record['statement'])}")
-    console.print(f"  checked as: {record['metric']} of '{record['arms']['variant']['name']}' vs '{record['arms']['baseline']['name']}', "
-                  f"{record['direction']} is better by more than {record['margin']:+g}, {record['confidence']:.0%} confidence"
-                  + (" [yellow](quick budget)[/yellow]" if record.get("quick") else ""))
+    console.print(
+        f"  checked as: {record['metric']} of '{record['arms']['variant']['name']}' vs '{record['arms']['baseline']['name']}', "
+        f"{record['direction']} is better by more than {record['margin']:+g}, {record['confidence']:.0%} confidence"
+        + (" [yellow](quick budget)[/yellow]" if record.get("quick") else "")
+    )
     b = record.get("budget")
     if b:
-        console.print(f"  budget: {b['task']} / {b['model']}, {b['epochs']} epoch(s)"
-                      + (f", at most {b['max_steps']} steps" if b.get("max_steps") else "")
-                      + f", batch {b['batch_size']}, seeds {b['seeds']}" + (f", overrides {record['overrides']}" if record.get("overrides") else ""))
+        console.print(
+            f"  budget: {b['task']} / {b['model']}, {b['epochs']} epoch(s)"
+            + (f", at most {b['max_steps']} steps" if b.get("max_steps") else "")
+            + f", batch {b['batch_size']}, seeds {b['seeds']}"
+            + (f", overrides {record['overrides']}" if record.get("overrides") else "")
+        )
     console.print("  measured:")
     for role in ("variant", "baseline"):
         arm = record["arms"][role]
@@ -241,10 +321,16 @@ def print_record(console: Any, record: dict[str, Any]) -> None:
             console.print(f"    {role:8} {arm['name']:>16}: no completed runs")
             continue
         spread = f" ± {arm['std']:.4f}" if arm["std"] is not None else ""
-        console.print(f"    {role:8} {arm['name']:>16}: {arm['mean']:.4f}{spread}  (n={arm['n']}; " + ", ".join(f"{v:.4f}" for v in arm["values"]) + ")")
+        console.print(
+            f"    {role:8} {arm['name']:>16}: {arm['mean']:.4f}{spread}  (n={arm['n']}; "
+            + ", ".join(f"{v:.4f}" for v in arm["values"])
+            + ")"
+        )
     if record.get("difference") is not None:
         interval = record.get("interval")
-        shown = f"[{interval[0]:+.4f}, {interval[1]:+.4f}] ({record['test']})" if interval else f"n/a ({record['test']})"
+        shown = (
+            f"[{interval[0]:+.4f}, {interval[1]:+.4f}] ({record['test']})" if interval else f"n/a ({record['test']})"
+        )
         console.print(f"    difference {record['difference']:+.4f}, {record['confidence']:.0%} interval {shown}")
     style = VERDICT_STYLE.get(record["verdict"], "bold")
     console.print(f"  verdict: [{style}]{record['verdict'].upper()}[/{style}] — {escape(record['reason'])}")
@@ -262,7 +348,11 @@ def print_table(console: Any, records: list[dict[str, Any]]) -> None:
         arms = r.get("arms") or {}
         cells = [_arm_cell(arms.get(role)) for role in ("variant", "baseline")]
         interval = r.get("interval")
-        diff = "" if r.get("difference") is None else f"{r['difference']:+.4f}" + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "")
+        diff = (
+            ""
+            if r.get("difference") is None
+            else f"{r['difference']:+.4f}" + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "")
+        )
         style = VERDICT_STYLE.get(r["verdict"], "bold")
         table.add_row(r["key"], r["claim"], r.get("metric", ""), *cells, diff, f"[{style}]{r['verdict']}[/{style}]")
     console.print(table)
@@ -302,8 +392,16 @@ def cmd_verify(args: Any) -> int:
     for key, paper, claim in targets:
         progress = RichProgress(console) if console.is_terminal and not args.quiet else Progress()
         try:
-            record = verify_claim(key, claim, registry, quick=args.quick, output=args.output, overrides=args.set,
-                                  progress=progress, paper=paper)
+            record = verify_claim(
+                key,
+                claim,
+                registry,
+                quick=args.quick,
+                output=args.output,
+                overrides=args.set,
+                progress=progress,
+                paper=paper,
+            )
         except PaperkitError as exc:
             if not args.all:
                 raise
@@ -330,11 +428,26 @@ def installed_registry() -> Any:
 def _error_record(key: str, claim: Claim, message: str, quick: bool) -> dict[str, Any]:
     """A claim that could not be run is listed as an error, never silently dropped."""
     none_arm = lambda name: {"name": name, "mean": None, "std": None, "n": 0, "seeds": [], "values": []}  # noqa: E731
-    return {"key": key, "claim": claim.id, "statement": claim.statement, "paper": None, "metric": claim.metric,
-            "direction": claim.direction, "margin": claim.margin, "confidence": claim.confidence,
-            "arms": {"variant": none_arm(claim.variant), "baseline": none_arm(claim.baseline)},
-            "difference": None, "interval": None, "test": None, "verdict": "error", "reason": message,
-            "quick": quick, "overrides": [], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": {}}
+    return {
+        "key": key,
+        "claim": claim.id,
+        "statement": claim.statement,
+        "paper": None,
+        "metric": claim.metric,
+        "direction": claim.direction,
+        "margin": claim.margin,
+        "confidence": claim.confidence,
+        "arms": {"variant": none_arm(claim.variant), "baseline": none_arm(claim.baseline)},
+        "difference": None,
+        "interval": None,
+        "test": None,
+        "verdict": "error",
+        "reason": message,
+        "quick": quick,
+        "overrides": [],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {},
+    }
 
 
 def cmd_compare(args: Any) -> int:
@@ -349,7 +462,9 @@ def cmd_compare(args: Any) -> int:
     baseline = args.baseline or study_baseline
     labels = {r.label for r in runs}
     if args.baseline and args.baseline not in labels:
-        raise PaperkitError(f"--baseline '{args.baseline}' is not among the runs' variants{did_you_mean(args.baseline, labels)} ({', '.join(sorted(labels))})")
+        raise PaperkitError(
+            f"--baseline '{args.baseline}' is not among the runs' variants{did_you_mean(args.baseline, labels)} ({', '.join(sorted(labels))})"
+        )
     if baseline not in labels:
         baseline = None
     summary = summarize_runs(runs, baseline, args.confidence)
@@ -366,12 +481,24 @@ def register_commands(sub: Any) -> None:
     """Add ``verify`` and ``compare`` to the ``paperkit`` parser (no heavy imports here)."""
     p = sub.add_parser("verify", help="run a method's claims (method vs baseline over seeds) and judge them")
     p.add_argument("key", nargs="?", help="method key")
-    p.add_argument("--all", action="store_true", help=f"every installed method's claims; writes the table ({DEFAULT_TABLE})")
+    p.add_argument(
+        "--all", action="store_true", help=f"every installed method's claims; writes the table ({DEFAULT_TABLE})"
+    )
     p.add_argument("--claim", help="only this claim id")
-    p.add_argument("--quick", action="store_true", help="the claim's smaller CI budget (Claim.quick overrides, Claim.quick_seeds)")
-    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE", help="override a value of the claim's plan (recorded)")
+    p.add_argument(
+        "--quick", action="store_true", help="the claim's smaller CI budget (Claim.quick overrides, Claim.quick_seeds)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
+        help="override a value of the claim's plan (recorded)",
+    )
     p.add_argument("--output", help="directory for the study directories (default: the plan's run.output)")
-    p.add_argument("--table", help=f"also write/update this verification table (JSON list; --all defaults to {DEFAULT_TABLE})")
+    p.add_argument(
+        "--table", help=f"also write/update this verification table (JSON list; --all defaults to {DEFAULT_TABLE})"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_verify)
 

@@ -56,8 +56,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         what = f"missing '{missing[0]}'" if missing else f"unexpected '{unexpected[0]}'"
-        raise CheckpointError(f"{path}: does not fit this model ({what}; {len(missing)} missing, {len(unexpected)} unexpected)")
+        raise CheckpointError(
+            f"{path}: does not fit this model ({what}; {len(missing)} missing, {len(unexpected)} unexpected)"
+        )
     for key, value in state.items():
         if own[key].shape != value.shape:
-            raise CheckpointError(f"{path}: '{key}' has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+            raise CheckpointError(
+                f"{path}: '{key}' has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
+            )
     model.load_state_dict(state)

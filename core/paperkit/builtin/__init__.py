@@ -31,7 +31,9 @@ class SGDConfig:
 @attrs.define
 class AdamConfig:
     lr: float = _lr(1e-3)
-    betas: tuple[float, float] = option((0.9, 0.999), help="Decay rates of the first and second moments (Kingma & Ba, 2015).")
+    betas: tuple[float, float] = option(
+        (0.9, 0.999), help="Decay rates of the first and second moments (Kingma & Ba, 2015)."
+    )
     eps: float = option(1e-8, help="Denominator term.", validator=v.gt(0.0))
     weight_decay: float = _wd(0.0)
 
@@ -46,7 +48,7 @@ class CrossEntropyConfig:
     label_smoothing: float = option(0.0, help="Label smoothing.", validator=[v.ge(0.0), v.lt(1.0)])
 
 
-def _targets(instance: object, attribute: "attrs.Attribute", value: list) -> None:
+def _targets(instance: object, attribute: attrs.Attribute, value: list) -> None:
     if not value or not all(isinstance(t, str) and t for t in value):
         raise ValueError(f"'{attribute.name}' must list at least one layer pattern")
 
@@ -55,10 +57,13 @@ def _targets(instance: object, attribute: "attrs.Attribute", value: list) -> Non
 class LoRAConfig:
     rank: int = option(8, help="Rank r of the update B·A (PEFT's default r = 8).", validator=v.ge(1))
     alpha: float = option(
-        8.0, help="The update is scaled by alpha / rank (Hu et al. 2021, Sec. 4.1); PEFT's default lora_alpha = 8.",
+        8.0,
+        help="The update is scaled by alpha / rank (Hu et al. 2021, Sec. 4.1); PEFT's default lora_alpha = 8.",
         validator=v.gt(0.0),
     )
-    dropout: float = option(0.0, help="Dropout on the adapter's input (PEFT's default lora_dropout = 0).", validator=[v.ge(0.0), v.lt(1.0)])
+    dropout: float = option(
+        0.0, help="Dropout on the adapter's input (PEFT's default lora_dropout = 0).", validator=[v.ge(0.0), v.lt(1.0)]
+    )
     target: list[str] = option(
         attrs.Factory(lambda: ["all-linear"]),
         help="Layers to adapt: globs over module names ('blocks.*.linear1', 'head') or 'all-linear' "
@@ -70,45 +75,70 @@ class LoRAConfig:
 @attrs.define
 class MixupConfig:
     alpha: float = option(
-        1.0, help="α of λ ~ Beta(α, α). 1.0 is the authors' CIFAR setting (Sec. 3.2) and their reference code's default; "
-        "the paper uses α in [0.1, 0.4] on ImageNet (Sec. 3.1).", validator=v.gt(0.0),
+        1.0,
+        help="α of λ ~ Beta(α, α). 1.0 is the authors' CIFAR setting (Sec. 3.2) and their reference code's default; "
+        "the paper uses α in [0.1, 0.4] on ImageNet (Sec. 3.1).",
+        validator=v.gt(0.0),
     )
 
 
 @attrs.define
 class ReplayConfig:
     buffer: int = option(200, help="Samples the reservoir buffer holds.", validator=v.ge(1))
-    replay_batch: int | None = option(None, help="Replayed samples per step (default: the training batch size).", validator=v.optional(v.ge(1)))
+    replay_batch: int | None = option(
+        None, help="Replayed samples per step (default: the training batch size).", validator=v.optional(v.ge(1))
+    )
 
 
-_TORCH = Paper("PyTorch: An Imperative Style, High-Performance Deep Learning Library", 2019, "1912.01703", "Paszke et al.")
+_TORCH = Paper(
+    "PyTorch: An Imperative Style, High-Performance Deep Learning Library", 2019, "1912.01703", "Paszke et al."
+)
 
 default_init = Method(
-    key="default-init", summary="PyTorch's default initialization, re-drawn from the run seed.",
-    paper=_TORCH, hooks=("init",), implementation="paperkit.builtin.basic:DefaultInit", touches=("parameters",),
+    key="default-init",
+    summary="PyTorch's default initialization, re-drawn from the run seed.",
+    paper=_TORCH,
+    hooks=("init",),
+    implementation="paperkit.builtin.basic:DefaultInit",
+    touches=("parameters",),
 )
 sgd = Method(
-    key="sgd", summary="Stochastic gradient descent with optional (Nesterov) momentum.",
+    key="sgd",
+    summary="Stochastic gradient descent with optional (Nesterov) momentum.",
     paper=Paper("A Stochastic Approximation Method", 1951, None, "Robbins & Monro", "Ann. Math. Statist."),
-    hooks=("optimize",), implementation="paperkit.builtin.optim:SGD", config=SGDConfig,
-    touches=("parameters", "optimizer"), exclusive=("optimizer",),
+    hooks=("optimize",),
+    implementation="paperkit.builtin.optim:SGD",
+    config=SGDConfig,
+    touches=("parameters", "optimizer"),
+    exclusive=("optimizer",),
 )
 adam = Method(
-    key="adam", summary="Adam.", paper=Paper("Adam: A Method for Stochastic Optimization", 2015, "1412.6980", "Kingma & Ba", "ICLR"),
-    hooks=("optimize",), implementation="paperkit.builtin.optim:Adam", config=AdamConfig,
-    touches=("parameters", "optimizer"), exclusive=("optimizer",),
+    key="adam",
+    summary="Adam.",
+    paper=Paper("Adam: A Method for Stochastic Optimization", 2015, "1412.6980", "Kingma & Ba", "ICLR"),
+    hooks=("optimize",),
+    implementation="paperkit.builtin.optim:Adam",
+    config=AdamConfig,
+    touches=("parameters", "optimizer"),
+    exclusive=("optimizer",),
 )
 adamw = Method(
-    key="adamw", summary="Adam with decoupled weight decay.",
+    key="adamw",
+    summary="Adam with decoupled weight decay.",
     paper=Paper("Decoupled Weight Decay Regularization", 2019, "1711.05101", "Loshchilov & Hutter", "ICLR"),
-    hooks=("optimize",), implementation="paperkit.builtin.optim:AdamW", config=AdamWConfig,
-    touches=("parameters", "optimizer"), exclusive=("optimizer",),
+    hooks=("optimize",),
+    implementation="paperkit.builtin.optim:AdamW",
+    config=AdamWConfig,
+    touches=("parameters", "optimizer"),
+    exclusive=("optimizer",),
     claims=(
         Claim(
             id="adamw-vs-sgd",
-            statement=("Decoupling weight decay from the gradient step lets Adam compete with SGD with momentum "
-                       "on image classification, where Adam with L2 regularization was typically outperformed "
-                       "(abstract, Sec. 4): AdamW's test accuracy is at most 1 point below SGDM's at the same budget."),
+            statement=(
+                "Decoupling weight decay from the gradient step lets Adam compete with SGD with momentum "
+                "on image classification, where Adam with L2 regularization was typically outperformed "
+                "(abstract, Sec. 4): AdamW's test accuracy is at most 1 point below SGDM's at the same budget."
+            ),
             plan="paperkit:claims/adamw_vs_sgd.toml",
             metric="classification/accuracy",
             variant="adamw",
@@ -122,36 +152,65 @@ adamw = Method(
     ),
 )
 cross_entropy = Method(
-    key="cross-entropy", summary="Softmax cross-entropy, the default loss; honours soft targets and per-sample weights.",
-    paper=_TORCH, hooks=("loss",), implementation="paperkit.builtin.basic:CrossEntropy", config=CrossEntropyConfig,
-    touches=("loss",), honours=("target", "weight"),
+    key="cross-entropy",
+    summary="Softmax cross-entropy, the default loss; honours soft targets and per-sample weights.",
+    paper=_TORCH,
+    hooks=("loss",),
+    implementation="paperkit.builtin.basic:CrossEntropy",
+    config=CrossEntropyConfig,
+    touches=("loss",),
+    honours=("target", "weight"),
 )
 mixup = Method(
-    key="mixup", summary="mixup: train on convex combinations of sample pairs and of their targets, λ ~ Beta(α, α).",
-    paper=Paper("mixup: Beyond Empirical Risk Minimization", 2018, "1710.09412",
-                "Zhang, Cisse, Dauphin & Lopez-Paz", "ICLR"),
-    hooks=("continual_step",), implementation="paperkit.builtin.mixup:Mixup", config=MixupConfig,
-    touches=("data", "targets"), section="transform", batch_keys=("x", "target"),
+    key="mixup",
+    summary="mixup: train on convex combinations of sample pairs and of their targets, λ ~ Beta(α, α).",
+    paper=Paper(
+        "mixup: Beyond Empirical Risk Minimization", 2018, "1710.09412", "Zhang, Cisse, Dauphin & Lopez-Paz", "ICLR"
+    ),
+    hooks=("continual_step",),
+    implementation="paperkit.builtin.mixing:Mixup",
+    config=MixupConfig,
+    touches=("data", "targets"),
+    section="transform",
+    batch_keys=("x", "target"),
 )
 classification = Method(
-    key="classification", summary="Accuracy and cross-entropy on each test set; always active, fills the accuracy matrix.",
-    paper=_TORCH, hooks=("evaluate",), implementation="paperkit.builtin.basic:Classification", touches=("metrics",),
+    key="classification",
+    summary="Accuracy and cross-entropy on each test set; always active, fills the accuracy matrix.",
+    paper=_TORCH,
+    hooks=("evaluate",),
+    implementation="paperkit.builtin.basic:Classification",
+    touches=("metrics",),
 )
 naive = Method(
-    key="naive", summary="Naive fine-tuning: train on each experience in turn, nothing else.",
+    key="naive",
+    summary="Naive fine-tuning: train on each experience in turn, nothing else.",
     paper=Paper("Catastrophic Interference in Connectionist Networks", 1989, None, "McCloskey & Cohen"),
-    hooks=("before_experience",), implementation="paperkit.builtin.basic:Naive",
+    hooks=("before_experience",),
+    implementation="paperkit.builtin.basic:Naive",
 )
 replay = Method(
-    key="replay", summary="Experience replay with a reservoir buffer: each batch is joined by as many stored samples.",
+    key="replay",
+    summary="Experience replay with a reservoir buffer: each batch is joined by as many stored samples.",
     paper=Paper("On Tiny Episodic Memories in Continual Learning", 2019, "1902.10486", "Chaudhry et al."),
-    hooks=("continual_step", "after_step"), implementation="paperkit.builtin.reservoir:Replay", config=ReplayConfig,
-    touches=("data",), batch_keys=("replay",),
+    hooks=("continual_step", "after_step"),
+    implementation="paperkit.builtin.reservoir:Replay",
+    config=ReplayConfig,
+    touches=("data",),
+    batch_keys=("replay",),
 )
 lora = Method(
-    key="lora", summary="LoRA: frozen linear layers plus a trained low-rank update (alpha/r)·B·A, A random and B zero.",
-    paper=Paper("LoRA: Low-Rank Adaptation of Large Language Models", 2022, "2106.09685",
-                "Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang & Chen", "ICLR"),
-    hooks=("adapt", "after_run"), implementation="paperkit.builtin.low_rank:LoRA", config=LoRAConfig,
+    key="lora",
+    summary="LoRA: frozen linear layers plus a trained low-rank update (alpha/r)·B·A, A random and B zero.",
+    paper=Paper(
+        "LoRA: Low-Rank Adaptation of Large Language Models",
+        2022,
+        "2106.09685",
+        "Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang & Chen",
+        "ICLR",
+    ),
+    hooks=("adapt", "after_run"),
+    implementation="paperkit.builtin.low_rank:LoRA",
+    config=LoRAConfig,
     touches=("model", "parameters"),
 )

@@ -21,8 +21,9 @@ class DefaultInit:
     @hookimpl
     def init(self, model: nn.Module) -> None:
         for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
 
 class CrossEntropy:
@@ -38,7 +39,9 @@ class CrossEntropy:
         smoothing = self.config.label_smoothing
         if "weight" not in batch:  # the common case: torch's reduction, one kernel
             return F.cross_entropy(outputs.logits, batch["y"] if target is None else target, label_smoothing=smoothing)
-        losses = F.cross_entropy(outputs.logits, batch["y"] if target is None else target, label_smoothing=smoothing, reduction="none")
+        losses = F.cross_entropy(
+            outputs.logits, batch["y"] if target is None else target, label_smoothing=smoothing, reduction="none"
+        )
         return weighted_mean(losses, batch)
 
 

@@ -23,7 +23,11 @@ class SGD:
     @hookimpl
     def optimize(self, model: nn.Module) -> Optimization:
         c = self.config
-        return Optimization(torch.optim.SGD(trainable(model), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay))
+        return Optimization(
+            torch.optim.SGD(
+                trainable(model), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+            )
+        )
 
 
 class Adam:
@@ -33,7 +37,9 @@ class Adam:
     @hookimpl
     def optimize(self, model: nn.Module) -> Optimization:
         c = self.config
-        return Optimization(torch.optim.Adam(trainable(model), lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay))
+        return Optimization(
+            torch.optim.Adam(trainable(model), lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
+        )
 
 
 class AdamW:
@@ -43,4 +49,6 @@ class AdamW:
     @hookimpl
     def optimize(self, model: nn.Module) -> Optimization:
         c = self.config
-        return Optimization(torch.optim.AdamW(trainable(model), lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay))
+        return Optimization(
+            torch.optim.AdamW(trainable(model), lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
+        )

@@ -42,12 +42,16 @@ class ReservoirBuffer:
         n = len(items["y"])
         for key, value in items.items():
             if not isinstance(value, torch.Tensor) or value.dim() == 0 or len(value) != n:
-                raise ValueError(f"batch key '{key}' is not a per-sample tensor (first dimension {n}); the buffer cannot store it")
+                raise ValueError(
+                    f"batch key '{key}' is not a per-sample tensor (first dimension {n}); the buffer cannot store it"
+                )
         if not self.data:
             self.data = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype) for k, v in items.items()}
         elif set(items) != set(self.data):
-            raise ValueError(f"the batch has keys {sorted(items)}, the buffer holds {sorted(self.data)}; "
-                             "a method adds batch keys on some steps only")
+            raise ValueError(
+                f"the batch has keys {sorted(items)}, the buffer holds {sorted(self.data)}; "
+                "a method adds batch keys on some steps only"
+            )
         for i in range(n):
             if self.seen < self.capacity:
                 slot = self.seen
@@ -80,7 +84,9 @@ def join_replay(batch: dict[str, torch.Tensor], replayed: dict[str, torch.Tensor
     incoming = {k: v for k, v in batch.items() if k != "replay"}
     if set(incoming) != set(replayed):
         only_batch, only_buffer = sorted(set(incoming) - set(replayed)), sorted(set(replayed) - set(incoming))
-        raise ValueError(f"cannot join replayed samples: keys only in the batch {only_batch}, only in the buffer {only_buffer}")
+        raise ValueError(
+            f"cannot join replayed samples: keys only in the batch {only_batch}, only in the buffer {only_buffer}"
+        )
     out = {k: torch.cat([v, replayed[k].to(v.device, v.dtype)]) for k, v in incoming.items()}
     n = len(batch["y"])
     mask = torch.zeros(len(out["y"]), dtype=torch.bool, device=batch["y"].device)

@@ -23,7 +23,9 @@ class MLPConfig:
     activation: Literal["relu", "tanh", "gelu", "identity"] = option(
         "relu", help="Nonlinearity.", validator=v.in_(["relu", "tanh", "gelu", "identity"])
     )
-    norm: Literal["none", "batch", "layer"] = option("none", help="Normalization after each hidden linear layer.", validator=v.in_(["none", "batch", "layer"]))
+    norm: Literal["none", "batch", "layer"] = option(
+        "none", help="Normalization after each hidden linear layer.", validator=v.in_(["none", "batch", "layer"])
+    )
     residual: bool = option(False, help="Hidden blocks are residual: x + W2·act(W1·x).")
     dropout: float = option(0.0, help="Dropout probability after each activation.", validator=[v.ge(0.0), v.lt(1.0)])
     bias: bool = option(True, help="Linear layers have biases.")
@@ -31,9 +33,13 @@ class MLPConfig:
 
 @attrs.define
 class CNNConfig:
-    channels: int = option(32, help="Channels of the first conv layer (the second has twice as many).", validator=v.ge(1))
+    channels: int = option(
+        32, help="Channels of the first conv layer (the second has twice as many).", validator=v.ge(1)
+    )
     width: int = option(128, help="Width of the fully connected feature layer.", validator=v.ge(1))
-    norm: Literal["none", "batch"] = option("none", help="Batch norm after each convolution.", validator=v.in_(["none", "batch"]))
+    norm: Literal["none", "batch"] = option(
+        "none", help="Batch norm after each convolution.", validator=v.in_(["none", "batch"])
+    )
 
 
 @attrs.define
@@ -43,9 +49,21 @@ class TransformerConfig:
     layers: int = option(2, help="Encoder layers.", validator=v.ge(1))
     ff_mult: int = option(4, help="Feed-forward width as a multiple of d_model.", validator=v.ge(1))
     dropout: float = option(0.0, help="Dropout inside the encoder.", validator=[v.ge(0.0), v.lt(1.0)])
-    patch: int = option(8, help="For feature inputs: features per token (the digits' 8 pixels per row).", validator=v.ge(1))
+    patch: int = option(
+        8, help="For feature inputs: features per token (the digits' 8 pixels per row).", validator=v.ge(1)
+    )
 
 
-mlp_model = ModelSpec("mlp", "Multi-layer perceptron; depth, width, norm and residuals configurable.", "paperkit.models.mlp:build", MLPConfig)
+mlp_model = ModelSpec(
+    "mlp",
+    "Multi-layer perceptron; depth, width, norm and residuals configurable.",
+    "paperkit.models.mlp:build",
+    MLPConfig,
+)
 cnn_model = ModelSpec("cnn", "Two-layer CNN for image tasks.", "paperkit.models.cnn:build", CNNConfig)
-transformer_model = ModelSpec("transformer", "Tiny pre-norm transformer encoder over tokens or feature patches.", "paperkit.models.transformer:build", TransformerConfig)
+transformer_model = ModelSpec(
+    "transformer",
+    "Tiny pre-norm transformer encoder over tokens or feature patches.",
+    "paperkit.models.transformer:build",
+    TransformerConfig,
+)

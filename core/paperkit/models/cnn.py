@@ -17,11 +17,17 @@ class CNN(Classifier):
         norm = (lambda n: nn.BatchNorm2d(n)) if config.norm == "batch" else (lambda n: nn.Identity())
         self.image_shape = image_shape
         self.conv = nn.Sequential(
-            nn.Conv2d(c, config.channels, 3, padding=1), norm(config.channels), nn.ReLU(),
-            nn.Conv2d(config.channels, 2 * config.channels, 3, padding=1), norm(2 * config.channels), nn.ReLU(),
+            nn.Conv2d(c, config.channels, 3, padding=1),
+            norm(config.channels),
+            nn.ReLU(),
+            nn.Conv2d(config.channels, 2 * config.channels, 3, padding=1),
+            norm(2 * config.channels),
+            nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * config.channels * (h // 2) * (w // 2), config.width), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * config.channels * (h // 2) * (w // 2), config.width), nn.ReLU()
+        )
         self.head = nn.Linear(config.width, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

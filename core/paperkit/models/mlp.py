@@ -18,7 +18,11 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn
 
 
 def _norm(kind: str, width: int) -> nn.Module:
-    return {"none": nn.Identity, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[kind](width) if kind != "none" else nn.Identity()
+    return (
+        {"none": nn.Identity, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[kind](width)
+        if kind != "none"
+        else nn.Identity()
+    )
 
 
 class Block(nn.Module):
@@ -55,5 +59,5 @@ class MLP(Classifier):
 
 def build(config: Any, info: Any) -> MLP:
     if info.input_kind != "features":
-        raise ValueError("mlp needs feature inputs; use encoding = \"one-hot\" or the transformer")
+        raise ValueError('mlp needs feature inputs; use encoding = "one-hot" or the transformer')
     return MLP(info.input_dim, info.num_classes, config)

@@ -33,8 +33,12 @@ class Transformer(Classifier):
         self.patch = config.patch
         self.position = nn.Parameter(torch.zeros(1, seq, config.d_model))
         layer = nn.TransformerEncoderLayer(
-            config.d_model, config.heads, config.ff_mult * config.d_model, config.dropout,
-            batch_first=True, norm_first=True,
+            config.d_model,
+            config.heads,
+            config.ff_mult * config.d_model,
+            config.dropout,
+            batch_first=True,
+            norm_first=True,
         )
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.d_model)

@@ -30,7 +30,8 @@ class DigitsConfig:
 class SplitDigitsConfig(DigitsConfig):
     experiences: int = option(5, help="Number of experiences; 10 must divide evenly.", validator=v.in_([1, 2, 5, 10]))
     scenario: Literal["class", "task"] = option(
-        "class", help="class: one shared head, no task id. task: logits masked to the experience's classes.",
+        "class",
+        help="class: one shared head, no task id. task: logits masked to the experience's classes.",
         validator=v.in_(["class", "task"]),
     )
     class_order: list[int] | None = option(None, help="Order of the classes over experiences (default 0..9).")
@@ -47,7 +48,8 @@ class PermutedDigitsConfig(DigitsConfig):
 class NoisyDigitsConfig(DigitsConfig):
     noise_rate: float = option(0.4, help="Fraction of training labels corrupted.", validator=[v.ge(0.0), v.lt(1.0)])
     noise_type: Literal["symmetric", "asymmetric"] = option(
-        "symmetric", help="symmetric: any other class; asymmetric: confusable pairs (2->7, 3->8, 5<->6, 7->1).",
+        "symmetric",
+        help="symmetric: any other class; asymmetric: confusable pairs (2->7, 3->8, 5<->6, 7->1).",
         validator=v.in_(["symmetric", "asymmetric"]),
     )
     noise_seed: int = option(0, help="Seed of the corruption (fixed across run seeds).", validator=v.ge(0))
@@ -56,17 +58,45 @@ class NoisyDigitsConfig(DigitsConfig):
 @attrs.define
 class ModularConfig:
     modulus: int = option(97, help="The prime p.", validator=v.ge(2))
-    operation: Literal["+", "-", "*", "/"] = option("+", help="The operation a∘b.", validator=v.in_(["+", "-", "*", "/"]))
+    operation: Literal["+", "-", "*", "/"] = option(
+        "+", help="The operation a∘b.", validator=v.in_(["+", "-", "*", "/"])
+    )
     train_fraction: float = _fraction(0.4, "Fraction of all p² pairs used for training.")
     split_seed: int = option(0, help="Seed of the train/test split.", validator=v.ge(0))
     encoding: Literal["one-hot", "tokens"] = option(
-        "one-hot", help="one-hot: concatenated one-hot a and b (MLP); tokens: [a, b] ids (transformer).",
+        "one-hot",
+        help="one-hot: concatenated one-hot a and b (MLP); tokens: [a, b] ids (transformer).",
         validator=v.in_(["one-hot", "tokens"]),
     )
 
 
-digits_task = TaskSpec("digits", "scikit-learn's handwritten digits, 10 classes, one experience.", "paperkit.tasks.digits:digits", DigitsConfig)
-split_digits_task = TaskSpec("split-digits", "Digits split into class groups, one experience each.", "paperkit.tasks.digits:split_digits", SplitDigitsConfig)
-permuted_digits_task = TaskSpec("permuted-digits", "Digits under fixed pixel permutations (domain-incremental).", "paperkit.tasks.digits:permuted_digits", PermutedDigitsConfig)
-noisy_digits_task = TaskSpec("noisy-digits", "Digits with corrupted training labels and a clean test set.", "paperkit.tasks.digits:noisy_digits", NoisyDigitsConfig)
-modular_arithmetic_task = TaskSpec("modular-arithmetic", "a∘b mod p over all pairs, for grokking.", "paperkit.tasks.modular:modular_arithmetic", ModularConfig)
+digits_task = TaskSpec(
+    "digits",
+    "scikit-learn's handwritten digits, 10 classes, one experience.",
+    "paperkit.tasks.digits:digits",
+    DigitsConfig,
+)
+split_digits_task = TaskSpec(
+    "split-digits",
+    "Digits split into class groups, one experience each.",
+    "paperkit.tasks.digits:split_digits",
+    SplitDigitsConfig,
+)
+permuted_digits_task = TaskSpec(
+    "permuted-digits",
+    "Digits under fixed pixel permutations (domain-incremental).",
+    "paperkit.tasks.digits:permuted_digits",
+    PermutedDigitsConfig,
+)
+noisy_digits_task = TaskSpec(
+    "noisy-digits",
+    "Digits with corrupted training labels and a clean test set.",
+    "paperkit.tasks.digits:noisy_digits",
+    NoisyDigitsConfig,
+)
+modular_arithmetic_task = TaskSpec(
+    "modular-arithmetic",
+    "a∘b mod p over all pairs, for grokking.",
+    "paperkit.tasks.modular:modular_arithmetic",
+    ModularConfig,
+)

@@ -64,7 +64,9 @@ def _split(config: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch
 
 def digits(config: Any) -> Task:
     x_train, y_train, x_test, y_test = _split(config)
-    exp = Experience(0, IndexedDataset(x_train, y_train), IndexedDataset(x_test, y_test), tuple(range(NUM_CLASSES)), "digits")
+    exp = Experience(
+        0, IndexedDataset(x_train, y_train), IndexedDataset(x_test, y_test), tuple(range(NUM_CLASSES)), "digits"
+    )
     return Task("digits", _info(), [exp], "single")
 
 
@@ -140,7 +142,9 @@ def noisy_digits(config: Any) -> Task:
     """Digits with corrupted training labels and a clean test set."""
     x_train, y_train, x_test, y_test = _split(config)
     noisy = corrupt_labels(y_train, config.noise_rate, config.noise_type, config.noise_seed)
-    exp = Experience(0, IndexedDataset(x_train, noisy), IndexedDataset(x_test, y_test), tuple(range(NUM_CLASSES)), "noisy digits")
+    exp = Experience(
+        0, IndexedDataset(x_train, noisy), IndexedDataset(x_test, y_test), tuple(range(NUM_CLASSES)), "noisy digits"
+    )
     return Task(
         "noisy-digits",
         _info(),

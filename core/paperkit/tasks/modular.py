@@ -44,5 +44,11 @@ def modular_arithmetic(config: Any) -> Task:
     perm = torch.randperm(len(y), generator=generator)
     n_train = int(round(config.train_fraction * len(y)))
     train, test = torch.sort(perm[:n_train]).values, torch.sort(perm[n_train:]).values
-    exp = Experience(0, IndexedDataset(x[train], y[train], train), IndexedDataset(x[test], y[test]), tuple(range(p)), f"a{config.operation}b mod {p}")
+    exp = Experience(
+        0,
+        IndexedDataset(x[train], y[train], train),
+        IndexedDataset(x[test], y[test]),
+        tuple(range(p)),
+        f"a{config.operation}b mod {p}",
+    )
     return Task("modular-arithmetic", info, [exp], "single")

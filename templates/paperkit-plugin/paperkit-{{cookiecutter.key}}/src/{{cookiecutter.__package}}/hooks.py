@@ -12,10 +12,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from paperkit import hookimpl
 {%- set hooks = cookiecutter.hooks.replace(' ', '').split(',') %}
+from paperkit import hookimpl
+{%- if 'continual_step' in hooks %}
+from paperkit import Batch
+{%- endif %}
+{%- if 'init' in hooks or 'continual_step' in hooks %}
+from paperkit import RunContext
+{%- endif %}
 {%- if 'optimize' in hooks %}
-from paperkit import Optimization
+from paperkit import Optimization, trainable
 {%- endif %}
 
 from {{ cookiecutter.__package }} import functional
@@ -31,14 +37,10 @@ class {{ cookiecutter.__class }}:
 
     def __init__(self, config: Any) -> None:
         self.config = config
-{%- if 'continual_step' in hooks %}
-        self.generator = torch.Generator()
-        self.seeded = False
-{%- endif %}
 {%- if 'init' in hooks %}
 
     @hookimpl
-    def init(self, model: nn.Module, ctx: Any) -> None:
+    def init(self, model: nn.Module, ctx: RunContext) -> None:
         functional.scaled_normal_(model, self.config.gain, torch.Generator().manual_seed(ctx.seed))
 {%- endif %}
 {%- if 'adapt' in hooks %}
@@ -56,8 +58,7 @@ class {{ cookiecutter.__class }}:
 
     @hookimpl
     def optimize(self, model: nn.Module) -> Optimization:
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        return Optimization(optimizer=functional.HeavyBall(trainable, lr=self.config.lr, momentum=self.config.momentum))
+        return Optimization(optimizer=functional.HeavyBall(trainable(model), lr=self.config.lr, momentum=self.config.momentum))
 {%- endif %}
 {%- if 'regularize' in hooks %}
 
@@ -76,16 +77,8 @@ class {{ cookiecutter.__class }}:
 {%- if 'continual_step' in hooks %}
 
     @hookimpl
-    def continual_step(self, batch: dict[str, torch.Tensor], ctx: Any) -> dict[str, torch.Tensor]:
-        if not self.seeded:  # the run seed decides the noise
-            self.generator.manual_seed(ctx.seed)
-            self.seeded = True
-        return {**batch, "x": functional.add_noise(batch["x"], self.config.noise_std, self.generator)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "seeded": self.seeded}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.seeded = state["seeded"]
+    def continual_step(self, batch: Batch, ctx: RunContext) -> Batch:
+        # ctx.generator: this method's own generator, seeded from the run seed and checkpointed by the engine
+        noisy = functional.add_noise(batch["x"], self.config.noise_std, ctx.generator("noise"))
+        return {**batch, "x": noisy}  # every other key of the batch kept (the batch contract)
 {%- endif %}
