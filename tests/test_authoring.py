@@ -142,6 +142,18 @@ def test_each_hook_renders_a_complete_plugin(hook: str, tmp_path: Path) -> None:
     assert project["name"] == f"paperkit-{key}" and project["version"] == "0.1.0"
     assert project["entry-points"]["paperkit.methods"] == {key: f"{module}:method"}
     assert f'"{hook}"' in (path / f"src/{module}/__init__.py").read_text()
+    from paperkit.spec import home_section  # the template's section rule is the spec's
+
+    assert f'[{home_section((hook,))}]\nuse = "{key}"' in (path / "example.toml").read_text()
+
+
+@pytest.mark.parametrize("hooks", [("evaluate", "loss"), ("continual_step", "loss"), ("init", "evaluate"), ("optimize", "regularize")])
+def test_the_templates_section_rule_is_the_specs(hooks: tuple[str, ...], tmp_path: Path) -> None:
+    from paperkit.spec import home_section
+
+    key = "probe-" + "-".join(h.replace("_", "-") for h in hooks)
+    path = new_plugin(key, hooks=",".join(hooks), output_dir=tmp_path, **AUTHOR)
+    assert f'[{home_section(hooks)}]\nuse = "{key}"' in (path / "example.toml").read_text()
 
 
 def test_rendered_plugin_installs_is_listed_and_passes_its_own_tests(tmp_path: Path) -> None:

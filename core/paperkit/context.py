@@ -152,7 +152,9 @@ class RunContext:
         }
 
     def load_generator_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`generator_state`; generators not yet created are created with their seed first."""
+        """Restore :meth:`generator_state` exactly: the generators it names at their saved state, no others
+        (a generator first used later starts from its seed, as it did in the saved run)."""
+        self._generators.clear()
         for key, value in state.items():
             method, _, name = key.partition("/")
             previous, self.method = self.method, None if method == "run" else method

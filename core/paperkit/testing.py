@@ -953,6 +953,47 @@ class ConformanceSuite:
         value.backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
+    @contract("loss")
+    def test_loss_honours_the_batch_keys_it_declares(self, tmp_path: Path) -> None:
+        """A loss declaring ``honours = ("target", ...)`` reads soft targets (one-hot targets give the label loss,
+        other targets another loss); one declaring ``"weight"`` computes ``mean(weight * per-sample loss)``."""
+        import torch
+
+        spec = self.require("loss")
+        if not spec.honours:
+            pytest.skip(f"'{self.key}' declares no honours")
+        from paperkit.step import forward
+
+        h = self.harness(tmp_path)
+        methods, ctx = h.methods(), h.context(0)
+        model = h.prepare(methods, ctx, 0)
+        batch = h.batch()
+        outputs = forward(model, batch["x"], ctx)
+
+        def loss(**extra: Any) -> Any:
+            return methods.call_one(
+                self.name, "loss", 0, model=model, batch={**batch, **extra}, outputs=outputs, ctx=ctx
+            ).detach()
+
+        plain = loss()
+        classes = outputs.logits.shape[-1]
+        if "target" in spec.honours:
+            one_hot = torch.nn.functional.one_hot(batch["y"], classes).to(outputs.logits.dtype)
+            _close(loss(target=one_hot), plain, "loss with one-hot soft targets vs loss with labels")
+            uniform = torch.full_like(one_hot, 1.0 / classes)
+            assert not torch.allclose(loss(target=uniform), plain), (
+                "uniform soft targets leave the loss unchanged: 'target' is ignored"
+            )
+        if "weight" in spec.honours:
+            ones = torch.ones(len(batch["y"]), device=batch["y"].device)
+            _close(loss(weight=ones), plain, "loss with unit weights vs loss without")
+            _close(loss(weight=2 * ones), 2 * plain, "loss with weights 2 vs twice the loss")
+            half = ones.clone()
+            half[: len(half) // 2] = 0.0
+            assert not torch.allclose(loss(weight=half), plain), (
+                "zero weights on half the batch leave the loss unchanged"
+            )
+
     # -- evaluate, after_step, after_run ---------------------------------------------------------------
     @contract("evaluate")
     def test_evaluate_metrics_are_plain_numbers(self, tmp_path: Path) -> None:
@@ -1086,8 +1127,9 @@ class ConformanceSuite:
             return
         ctx.experience = h.task.experiences[2]
         batch = h.batch()
-        outs = []
+        outs, generators = [], checkpoint_round_trip(ctx.generator_state())  # ctx.generator draws are run state too
         for methods_ in (methods, fresh):
+            ctx.load_generator_state(generators)
             torch.manual_seed(1234)
             outs.append(
                 methods_.call_one(self.name, "continual_step", ctx.step, batch=dict(batch), model=model, ctx=ctx)

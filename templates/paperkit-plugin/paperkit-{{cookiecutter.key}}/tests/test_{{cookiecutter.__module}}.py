@@ -61,6 +61,16 @@ def test_heavy_ball_matches_torch_sgd_with_momentum() -> None:
     torch.testing.assert_close(ours.weight, reference.weight)
     torch.testing.assert_close(ours.bias, reference.bias)
 {%- endif %}
+{%- if 'loss' in hooks %}
+
+
+def test_tempered_cross_entropy_at_t1_is_torchs_cross_entropy() -> None:
+    logits, y = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0, 1])
+    ours = functional.tempered_cross_entropy(logits, torch.nn.functional.one_hot(y, 4).double(), 1.0)
+    torch.testing.assert_close(ours, torch.nn.functional.cross_entropy(logits, y, reduction="none"))
+    hotter = functional.tempered_cross_entropy(logits, torch.full((6, 4), 0.25, dtype=torch.float64), 1e6)
+    torch.testing.assert_close(hotter, torch.full((6,), torch.log(torch.tensor(4.0)).item(), dtype=torch.float64))
+{%- endif %}
 {%- if 'regularize' in hooks %}
 
 

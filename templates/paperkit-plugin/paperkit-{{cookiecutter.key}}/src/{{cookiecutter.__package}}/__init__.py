@@ -36,6 +36,12 @@ class {{ cookiecutter.__class }}Config:
 
     weight: float = option(1e-4, help="Weight of the squared-norm term weight * sum ||p||^2 (the template's example).", validator=v.ge(0.0))
 {%- endif %}
+{%- if 'loss' in hooks %}
+
+    temperature: float = option(
+        1.0, help="Logits are divided by T before the cross-entropy (the template's example loss).", validator=v.gt(0.0)
+    )
+{%- endif %}
 {%- if 'continual_step' in hooks %}
 
     noise_std: float = option(0.1, help="Std of the Gaussian noise added to each training input (the template's example).", validator=v.ge(0.0))
@@ -60,11 +66,17 @@ method = Method(
     {%- set touches = [] %}
     {%- if 'init' in hooks or 'adapt' in hooks or 'optimize' in hooks %}{% set _ = touches.append("parameters") %}{% endif %}
     {%- if 'optimize' in hooks %}{% set _ = touches.append("optimizer") %}{% endif %}
-    {%- if 'regularize' in hooks %}{% set _ = touches.append("loss") %}{% endif %}
+    {%- if 'regularize' in hooks or 'loss' in hooks %}{% set _ = touches.append("loss") %}{% endif %}
     {%- if 'evaluate' in hooks %}{% set _ = touches.append("metrics") %}{% endif %}
     {%- if 'continual_step' in hooks %}{% set _ = touches.append("data") %}{% endif %}
     touches=({% for t in touches %}"{{ t }}"{{ ", " if not loop.last }}{% endfor %}{{ "," if touches|length == 1 }}),
     exclusive=({% if 'optimize' in hooks %}"optimizer",{% endif %}),
+{%- if 'loss' in hooks %}
+    honours=("target", "weight"),  # the loss reads soft targets and per-sample weights (paperkit.BATCH_KEYS)
+{%- endif %}
+{%- if 'continual_step' in hooks %}
+    batch_keys=("x",),  # the batch keys the transform rewrites
+{%- endif %}
     claims=(
         Claim(
             id="headline",

@@ -87,6 +87,13 @@ class HeavyBall(torch.optim.Optimizer):
                 heavy_ball_step(p, p.grad, state["velocity"], group["lr"], group["momentum"])
         return loss
 {%- endif %}
+{%- if 'loss' in hooks %}
+
+
+def tempered_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-sample cross-entropy of ``softmax(logits / T)`` against ``targets``, one probability vector per sample."""
+    return -(targets * torch.log_softmax(logits / temperature, dim=-1)).sum(-1)
+{%- endif %}
 {%- if 'regularize' in hooks %}
 
 

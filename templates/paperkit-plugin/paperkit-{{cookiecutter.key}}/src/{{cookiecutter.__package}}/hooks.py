@@ -14,8 +14,11 @@ from torch import nn
 
 {%- set hooks = cookiecutter.hooks.replace(' ', '').split(',') %}
 from paperkit import hookimpl
-{%- if 'continual_step' in hooks %}
+{%- if 'continual_step' in hooks or 'loss' in hooks %}
 from paperkit import Batch
+{%- endif %}
+{%- if 'loss' in hooks %}
+from paperkit import Outputs, per_sample_targets, weighted_mean
 {%- endif %}
 {%- if 'init' in hooks or 'continual_step' in hooks %}
 from paperkit import RunContext
@@ -59,6 +62,14 @@ class {{ cookiecutter.__class }}:
     @hookimpl
     def optimize(self, model: nn.Module) -> Optimization:
         return Optimization(optimizer=functional.HeavyBall(trainable(model), lr=self.config.lr, momentum=self.config.momentum))
+{%- endif %}
+{%- if 'loss' in hooks %}
+
+    @hookimpl
+    def loss(self, batch: Batch, outputs: Outputs) -> torch.Tensor:
+        targets = per_sample_targets(batch, outputs.logits.shape[-1])  # soft targets if a method set them
+        losses = functional.tempered_cross_entropy(outputs.logits, targets, self.config.temperature)
+        return weighted_mean(losses, batch)  # honours per-sample weights
 {%- endif %}
 {%- if 'regularize' in hooks %}
 
