@@ -83,8 +83,8 @@ def config_table(config: type | None) -> list[str]:
 
 # -- the plan reference ----------------------------------------------------------------
 def plan_reference() -> str:
-    from paperkit.plan import RunConfig, StudyConfig
-    from paperkit.spec import SECTION_HOOKS
+    from paperkit.plan import RunConfig, StudyConfig, TaskOptions
+    from paperkit.spec import KINDS, SECTION_HOOKS
     from paperkit.testing import builtin_registry
 
     registry = builtin_registry()
@@ -106,11 +106,24 @@ def plan_reference() -> str:
         "## `[run]`", "", rst_to_md(RunConfig.__doc__ or "").strip(), "", *config_table(RunConfig), "",
         "## `[task]`", "",
         "`name` is an installed task key (`paperkit plugins` lists them) or `\"module:function\"`, a function",
-        "returning a `paperkit.tasks.base.Task`; the other keys are the task's options. The embedded tasks:", "",
+        "returning a `paperkit.Task`; the other keys are the task's options.", "",
+        "A task declares what it predicts, its *kind*. The kind decides the loss a plan gets when it names",
+        "none, the built-in evaluation that always runs, and the headline metric that fills the accuracy",
+        "matrix of a stream (`results.json` names it under `headline`; forgetting and transfer are computed on",
+        "it, oriented so that forgetting > 0 means worse whatever the metric's direction). A method that",
+        "sees targets or predictions works on `class` tasks unless its record lists other kinds; the plan",
+        "check refuses it on another kind.", "",
+        *table(("kind", "`y` holds", "default loss", "evaluation", "headline metric"),
+               [[f"`{k.name}`", esc(k.y), f"`{k.loss}`", f"`{k.evaluate}`", f"`{k.headline}` ({k.direction} is better)"]
+                for k in KINDS.values()]),
+        "",
+        "Every task also takes these keys, applied by the core (so third-party tasks get them too):", "",
+        *config_table(TaskOptions), "",
+        "The embedded tasks:", "",
     ]
     for key in registry.names("task"):
         spec = registry.record("task", key).spec
-        lines += [f"### `name = \"{key}\"`", "", esc(spec.summary), "", *config_table(spec.config), ""]
+        lines += [f"### `name = \"{key}\"`", "", f"{esc(spec.summary)} Kind: `{spec.kind}`.", "", *config_table(spec.config), ""]
     lines += [
         "## `[model]`", "",
         "`name` is an installed model key or `\"module:function\"`, a factory called with the task's",
@@ -122,7 +135,7 @@ def plan_reference() -> str:
         lines += [f"### `name = \"{key}\"`", "", esc(spec.summary), "", *config_table(spec.config), ""]
     lines += [
         "## Method sections", "",
-        "Each of `[init]`, `[adapt]`, `[optimize]`, `[regularize]`, `[evaluate]` and `[continual]` is a table",
+        "Each of `[init]`, `[adapt]`, `[optimize]`, `[transform]`, `[regularize]`, `[evaluate]` and `[continual]` is a table",
         "(one method) or an array of tables (`[[regularize]]`, several methods). Each entry has `use`, the",
         "method key, and the method's options ([plugin catalog](plugins.md) lists every installed method's",
         "options). A method goes in a section whose hooks it implements; it may implement more hooks than",
@@ -131,9 +144,9 @@ def plan_reference() -> str:
         *table(("section", "a method placed here implements at least one of"),
                [[f"`[{s}]`", ", ".join(f"`{h}`" for h in hooks)] for s, hooks in SECTION_HOOKS.items()]),
         "",
-        "Without a method implementing `loss`, the built-in `cross-entropy` is added; the built-in",
-        "`classification` evaluation always runs. Exactly one method provides the optimizer when the",
-        "plan trains.", "",
+        "Without a method implementing `loss`, the task kind's default loss is added (`cross-entropy` for",
+        "class tasks); the kind's built-in evaluation (`classification` for class tasks) always runs. Exactly",
+        "one method provides the optimizer when the plan trains.", "",
         "## `[variants.NAME]`", "",
         "Each variant is a table of plan sections that replace the plan's own sections in that variant",
         "(`[variants.baseline]` alone keeps the plan as written). `paperkit run` runs every variant for every",
@@ -281,16 +294,21 @@ def _claims_short(record: Any, verified: dict[tuple[str, str], dict[str, Any]]) 
                      for c in claims)
 
 
+def _cite(paper: Any) -> str:
+    link = f" [{paper.link}]({paper.link})" if paper.link else ""
+    authors = f", {esc(paper.authors)}" if paper.authors else ""
+    return f"*{esc(paper.title)}*{authors}, {paper.venue + ' ' if paper.venue else ''}{paper.year}.{link}"
+
+
 def method_section(record: Any, verified: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     lines = [f"## {record.key}", ""]
     if not record.ok:
         return lines + [f"Status: **{record.status}** ({record.distribution} {record.version}): {esc(record.error)}", ""]
     spec = record.spec
-    paper = spec.paper
-    link = f" [{paper.link}]({paper.link})" if paper.link else ""
     lines += [
         esc(spec.summary), "",
-        f"- Paper: *{esc(paper.title)}*" + (f", {esc(paper.authors)}" if paper.authors else "") + f", {paper.venue + ' ' if paper.venue else ''}{paper.year}.{link}",
+        f"- Paper: {_cite(spec.paper)}",
+        *(f"- Also published as: {_cite(other)}" for other in getattr(spec, "also", ())),
         f"- Hooks: {', '.join(f'`{h}`' for h in spec.hooks)}" + (f"; touches {', '.join(spec.touches)}" if spec.touches else "")
         + (f"; exclusive: {', '.join(spec.exclusive)}" if spec.exclusive else ""),
         f"- Distribution: `{record.distribution}` {record.version}",
@@ -298,8 +316,9 @@ def method_section(record: Any, verified: dict[tuple[str, str], dict[str, Any]])
     ]
     lines += ["Options:", "", *config_table(spec.config), ""]
     for claim in spec.claims:
+        source = [f"From {_cite(claim.paper)}", ""] if getattr(claim, "paper", None) is not None else []
         lines += [
-            f"### Claim `{claim.id}`", "", f"> {esc(claim.statement)}", "",
+            f"### Claim `{claim.id}`", "", *source, f"> {esc(claim.statement)}", "",
             f"- Checked by: `{claim.metric}` of variant `{claim.variant}` vs `{claim.baseline}`, {claim.direction} "
             f"by more than {claim.margin}, seeds {list(claim.seeds)} (plan `{claim.plan}`)",
             *verification_lines(verified.get((record.key, claim.id))), "",

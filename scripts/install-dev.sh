@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 python -c "import torch" 2>/dev/null || python -m pip install "torch==2.13.0"
 args=(-e ".[test,docs]")
 for plugin in plugins/*/; do
-  [ -f "$plugin/pyproject.toml" ] && args+=(-e "$plugin")
+  # with its test extras: the reference implementations its parity tests run against
+  [ -f "$plugin/pyproject.toml" ] && args+=(-e "${plugin%/}[test]")
 done
 python -m pip install "${args[@]}"

@@ -60,11 +60,12 @@ from paperkit.plan import Plan
 from paperkit.progress import Progress
 from paperkit.references import Resolver, is_reference, remember, resolve_path
 from paperkit.runio import RunRecorder, new_run_dir, versions, write_json
-from paperkit.spec import resolve
+from paperkit.spec import KINDS, resolve
 from paperkit.step import TrainingStep, forward, scheduler_for, unwrapped  # noqa: F401  (forward, unwrapped: older plugins import them from here)
-from paperkit.tasks.base import Experience, IndexedDataset, Task
+from paperkit.tasks.base import Experience, IndexedDataset, Task, apply_task_options
 
-ACCURACY = "classification/accuracy"
+#: The headline metric of class tasks (other kinds: ``paperkit.spec.KINDS``).
+ACCURACY = KINDS["class"].headline
 
 
 @attrs.define
@@ -140,7 +141,7 @@ def run(
                 progress.end_experience()
             summary = {key: out for key, out in methods.call("after_run", model=model, ctx=ctx) if out}
             elapsed = saver.elapsed()
-            results.update(summarize(task, state.initial, state.rows, summary))
+            results.update(summarize(task, state.initial, state.rows, summary, plan.task.kind))
             results.update(
                 status="completed",
                 steps=ctx.step,
@@ -338,11 +339,20 @@ def _shared_run_dir(accelerator: Any, run_dir: Path) -> Path:
 
 
 def build_task(plan: Plan) -> Task:
+    """The plan's task, with the core's ``[task]`` options (label noise, validation split) applied."""
     factory = resolve(plan.task.spec.factory)
     try:
-        return factory(plan.task.config) if plan.task.config is not None else factory(**plan.task.options)
+        task = factory(plan.task.config) if plan.task.config is not None else factory(**plan.task.options)
     except (ValueError, TypeError) as exc:
         raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [task]") from None
+    if not isinstance(task, Task):
+        raise PlanError(
+            f"the task factory returned {type(task).__name__}, not a paperkit Task", f"{plan.path}: [task] name"
+        )
+    try:
+        return apply_task_options(task, plan.task.core, plan.task.kind)
+    except ValueError as exc:
+        raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [task] label_noise_type") from None
 
 
 def build_model(plan: Plan, task: Task, init_from: Path | None = None) -> nn.Module:
@@ -488,7 +498,12 @@ def _fetch(dataset: Any, index_batches: list[torch.Tensor], num_workers: int = 0
     """
     if num_workers == 0 and type(dataset).__getitem__ is IndexedDataset.__getitem__:
         for ids in index_batches:
-            yield {"x": dataset.x[ids], "y": dataset.y[ids], "index": dataset.index[ids]}
+            yield {
+                "x": dataset.x[ids],
+                "y": dataset.y[ids],
+                "index": dataset.index[ids],
+                **{k: v[ids] for k, v in dataset.extras.items()},
+            }
         return
     yield from DataLoader(
         dataset,
@@ -559,29 +574,40 @@ def evaluate_all(
 def _evaluate_accuracy(
     model: nn.Module, task: Task, experiences: list[int], plan: Plan, ctx: RunContext
 ) -> dict[int, dict[str, float]]:
+    """The task kind's scores (accuracy and loss for class tasks) on the test sets of ``experiences``."""
+    from paperkit.scores import SCORES
+
+    scores = SCORES[plan.task.kind]
     out = {}
     for index in experiences:
         experience = task.experiences[index]
-        logits, targets = predict(model, _eval_loader(experience, plan, ctx), experience, ctx)
-        out[index] = {
-            "accuracy": (logits.argmax(-1) == targets).float().mean().item(),
-            "loss": torch.nn.functional.cross_entropy(logits, targets).item(),
-        }
+        out[index] = scores(*predict(model, _eval_loader(experience, plan, ctx), experience, ctx))
     return out
 
 
 def summarize(
-    task: Task, initial: dict[int, dict[str, float]], rows: list[dict[int, dict[str, float]]], summary: dict[str, Any]
+    task: Task,
+    initial: dict[int, dict[str, float]],
+    rows: list[dict[int, dict[str, float]]],
+    summary: dict[str, Any],
+    kind: str = "class",
 ) -> dict[str, Any]:
-    """results.json content: final metrics, per-experience metrics, the accuracy matrix and stream metrics."""
+    """results.json content: final metrics, per-experience metrics, and for streams the matrix of the task kind's
+    headline metric (``accuracy_matrix``, whatever the metric; ``headline`` names it) and the stream metrics on it."""
+    headline = KINDS[kind]
     last = rows[-1] if rows else initial
     names = sorted({name for metrics in last.values() for name in metrics})
     final = {name: sum(m[name] for m in last.values() if name in m) / len(last) for name in names}
-    out: dict[str, Any] = {"final": final, "per_experience": {str(k): v for k, v in last.items()}, "summary": summary}
+    out: dict[str, Any] = {
+        "final": final,
+        "per_experience": {str(k): v for k, v in last.items()},
+        "summary": summary,
+        "headline": {"metric": headline.headline, "direction": headline.direction},
+    }
     if task.num_experiences > 1 and rows:
-        R = [[row[j].get(ACCURACY, float("nan")) for j in range(task.num_experiences)] for row in rows]
-        b = [initial[j].get(ACCURACY, float("nan")) for j in range(task.num_experiences)]
-        out.update(accuracy_matrix=R, initial_accuracy=b, **stream_metrics(R, b))
+        R = [[row[j].get(headline.headline, float("nan")) for j in range(task.num_experiences)] for row in rows]
+        b = [initial[j].get(headline.headline, float("nan")) for j in range(task.num_experiences)]
+        out.update(accuracy_matrix=R, initial_accuracy=b, **stream_metrics(R, b, headline.direction))
     return out
 
 

@@ -3,7 +3,9 @@
 ``R[i][j]`` is the accuracy on experience ``j``'s test set after training on
 experience ``i``; ``b[j]`` is the accuracy of the model before any training.
 Definitions follow Lopez-Paz & Ranzato (2017, GEM) for ACC, BWT and FWT, and
-Chaudhry et al. (2018, RWalk) for forgetting.
+Chaudhry et al. (2018, RWalk) for forgetting. The matrix holds the task's headline
+metric (accuracy for class tasks, R² or mAP for others); a lower-is-better metric is
+handled by :func:`stream_metrics`.
 """
 
 from __future__ import annotations
@@ -45,10 +47,22 @@ def forgetting(R: Sequence[Sequence[float]]) -> float | None:
     return total / (T - 1)
 
 
-def stream_metrics(R: Sequence[Sequence[float]], initial: Sequence[float]) -> dict[str, float | None]:
+def stream_metrics(
+    R: Sequence[Sequence[float]], initial: Sequence[float], direction: str = "higher"
+) -> dict[str, float | None]:
+    """ACC, forgetting, BWT and FWT of the matrix ``R`` of a metric where ``direction`` ("higher" or "lower") is better.
+
+    ACC is in the metric's units. Forgetting, BWT and FWT are oriented so that their
+    sign means the same for every metric (forgetting > 0: the metric got worse than
+    its best; BWT and FWT > 0: an improvement): for a lower-is-better metric they are
+    computed on ``-R``, in the metric's units.
+    """
+    sign = 1.0 if direction == "higher" else -1.0
+    signed = [[sign * v for v in row] for row in R]
+    signed_initial = [sign * v for v in initial]
     return {
         "average_accuracy": average_accuracy(R),
-        "forgetting": forgetting(R),
-        "backward_transfer": backward_transfer(R),
-        "forward_transfer": forward_transfer(R, initial),
+        "forgetting": forgetting(signed),
+        "backward_transfer": backward_transfer(signed),
+        "forward_transfer": forward_transfer(signed, signed_initial),
     }

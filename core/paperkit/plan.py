@@ -22,20 +22,17 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from attrs import validators as v
 
 from paperkit.configs import structure, unstructure
 from paperkit.errors import PlanError, did_you_mean
-from paperkit.spec import HONOURABLE, SECTION_HOOKS, Method, option
+from paperkit.spec import HONOURABLE, KINDS, SECTION_HOOKS, Method, option
 
 METHOD_SECTIONS: tuple[str, ...] = tuple(SECTION_HOOKS)
 TOP_LEVEL: tuple[str, ...] = ("run", "task", "model", *METHOD_SECTIONS, "variants", "study")
-#: Built-in methods a plan gets without naming them.
-DEFAULT_LOSS = "cross-entropy"
-DEFAULT_EVALUATE = "classification"
 
 
 def _seeds_valid(instance: Any, attribute: Any, value: list[int]) -> None:
@@ -96,13 +93,48 @@ class StudyConfig:
 
 
 @attrs.define
+class TaskOptions:
+    """Keys every ``[task]`` table takes besides the task's own: applied by the core to any task, so that
+    third-party tasks get them too."""
+
+    validation_fraction: float = option(
+        0.0,
+        help="Fraction of each experience's training set held out as its validation set (stratified by "
+        "class for class tasks; experience.valid); 0 keeps none.",
+        validator=[v.ge(0.0), v.lt(1.0)],
+    )
+    validation_seed: int = option(0, help="Seed of the validation split (fixed across run seeds).", validator=v.ge(0))
+    label_noise: float = option(
+        0.0,
+        help="Fraction of training labels corrupted (class tasks; test and validation sets stay clean).",
+        validator=[v.ge(0.0), v.lt(1.0)],
+    )
+    label_noise_type: Literal["symmetric", "asymmetric", "pair"] = option(
+        "symmetric",
+        help="symmetric: a uniformly drawn other class; pair: class c -> c+1 mod C (Han et al., 2018); "
+        "asymmetric: the task's confusable pairs (digits: 2->7, 3->8, 5<->6, 7->1; Patrini et al., 2017).",
+        validator=v.in_(["symmetric", "asymmetric", "pair"]),
+    )
+    label_noise_seed: int = option(0, help="Seed of the corruption (fixed across run seeds).", validator=v.ge(0))
+
+
+TASK_OPTION_KEYS: tuple[str, ...] = tuple(f.name for f in attrs.fields(TaskOptions))
+
+
+@attrs.define
 class ComponentUse:
-    """A resolved task or model: its key, spec and typed config."""
+    """A resolved task or model: its key, spec and typed config (tasks also: the core's :class:`TaskOptions`)."""
 
     key: str
     spec: Any
     config: Any
     options: dict[str, Any]
+    core: Any = None
+
+    @property
+    def kind(self) -> str:
+        """The task's target kind (``class`` for models and for factories that declare none)."""
+        return getattr(self.spec, "kind", "class")
 
 
 @attrs.define
@@ -146,6 +178,10 @@ class Plan:
             if self.task.config
             else {"name": self.task.key, **self.task.options}
         )
+        if (
+            self.task.core is not None and self.task.core != TaskOptions()
+        ):  # defaults left out: old plans keep their fingerprint
+            out["task"].update({k: v for k, v in unstructure(self.task.core).items() if getattr(TaskOptions(), k) != v})
         out["model"] = (
             {"name": self.model.key, **unstructure(self.model.config)}
             if self.model.config
@@ -298,7 +334,7 @@ def build_plan(raw: dict[str, Any], path: Path, variant: str | None = None, regi
     check_reference(run.init_from, tuple(variants_raw), f"{where}[run] init_from")
     task = _component(registry, "task", body.get("task"), f"{where}[task]")
     model = _component(registry, "model", body.get("model"), f"{where}[model]")
-    methods = _methods(registry, body, where)
+    methods = _methods(registry, body, where, task.kind)
     plan = Plan(path, raw, run, task, model, methods, study, variant, tuple(variants_raw))
     check_combination(plan, where)
     if variant is None:
@@ -319,8 +355,14 @@ def _component(registry: Any, kind: str, table: Any, where: str) -> ComponentUse
     if not isinstance(key, str):
         raise PlanError(f"missing key 'name' (the {kind} to use)", f"{where} name")
     spec = registry.get(kind, key, f"{where} name")
+    core = None
+    if kind == "task":
+        core = structure(TaskOptions, {k: options.pop(k) for k in TASK_OPTION_KEYS if k in options}, where)
+        task_kind = getattr(spec, "kind", "class")
+        if core.label_noise and task_kind != "class":
+            raise PlanError(f"label noise needs a class task; '{key}' is a {task_kind} task", f"{where} label_noise")
     config = structure(spec.config, options, where) if spec.config is not None else None
-    return ComponentUse(key, spec, config, options)
+    return ComponentUse(key, spec, config, options, core)
 
 
 def _entries(body: dict[str, Any], section: str, where: str) -> list[dict[str, Any]]:
@@ -334,7 +376,7 @@ def _entries(body: dict[str, Any], section: str, where: str) -> list[dict[str, A
     raise PlanError("expected a table or an array of tables", f"{where}[{section}]")
 
 
-def _methods(registry: Any, body: dict[str, Any], where: str) -> list[MethodUse]:
+def _methods(registry: Any, body: dict[str, Any], where: str, kind: str = "class") -> list[MethodUse]:
     uses: list[MethodUse] = []
     for section in METHOD_SECTIONS:
         entries = _entries(body, section, where)
@@ -369,12 +411,20 @@ def _methods(registry: Any, body: dict[str, Any], where: str) -> list[MethodUse]
             f"method '{duplicate}' appears twice; a method keeps one state per run",
             f"{where}[{uses[keys.index(duplicate)].section}]",
         )
+    target = KINDS[kind]
     if not any("loss" in u.spec.hooks for u in uses):
-        spec = registry.get("method", DEFAULT_LOSS, f"{where}[regularize]")
+        spec = registry.get("method", target.loss, f"{where}[regularize]")
         uses.append(MethodUse("regularize", spec.key, spec, _default_config(spec), implicit=True))
-    if DEFAULT_EVALUATE not in keys:
-        spec = registry.get("method", DEFAULT_EVALUATE, f"{where}[evaluate]")
+    if target.evaluate not in keys:
+        spec = registry.get("method", target.evaluate, f"{where}[evaluate]")
         uses.append(MethodUse("evaluate", spec.key, spec, _default_config(spec), implicit=True))
+    for use in uses:
+        if not use.spec.supports(kind):
+            supported = ", ".join(use.spec.kinds or ("class",))
+            raise PlanError(
+                f"method '{use.key}' works on {supported} tasks, and the task is a {kind} task",
+                f"{where}[{use.section}] use",
+            )
     order = {s: i for i, s in enumerate(METHOD_SECTIONS)}
     return sorted(uses, key=lambda u: order[u.section])  # stable: plan order within a section
 

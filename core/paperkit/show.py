@@ -30,6 +30,8 @@ def show(key: str, console: Any) -> None:
     paper = getattr(spec, "paper", None)
     if paper is not None:
         console.print(f"  paper: {paper.title} ({paper.authors}, {paper.year}) {paper.link}")
+        for other in getattr(spec, "also", ()):
+            console.print(f"  also:  {other.title} ({other.authors}, {other.year}) {other.link}")
         console.print(
             f"  hooks: {', '.join(spec.hooks)}; touches: {', '.join(spec.touches) or '-'}; exclusive: {', '.join(spec.exclusive) or '-'}"
         )
@@ -42,7 +44,8 @@ def show(key: str, console: Any) -> None:
             table.add_row(row["name"], row["type"], repr(row["default"]), row["help"])
         console.print(table)
     for claim in getattr(spec, "claims", ()):
-        console.print(f"  claim [bold]{claim.id}[/bold]: {claim.statement}")
+        source = f" ({claim.paper.title}, {claim.paper.year})" if getattr(claim, "paper", None) is not None else ""
+        console.print(f"  claim [bold]{claim.id}[/bold]{source}: {claim.statement}")
         console.print(
             f"    checked by: {claim.metric} ({claim.direction}, margin {claim.margin}) of '{claim.variant}' vs '{claim.baseline}', seeds {list(claim.seeds)}; plan {claim.plan}"
         )

@@ -98,6 +98,45 @@ def home_section(hooks: tuple[str, ...] | list[str], declared: str | None = None
     raise ValueError(f"no plan section takes hooks {tuple(hooks)}")
 
 
+@attrs.frozen
+class TargetKind:
+    """What a task predicts, and what follows from it: the loss a plan gets when it names none, the
+    built-in evaluate method that always runs, and the headline metric that fills the accuracy matrix
+    (``direction`` says whether higher or lower is better; stream metrics respect it)."""
+
+    name: str
+    y: str
+    loss: str
+    evaluate: str
+    headline: str
+    direction: Literal["higher", "lower"]
+
+
+#: The target kinds a task may declare (``TaskSpec.kind``) and a method may support (``Method.kinds``).
+KINDS: dict[str, TargetKind] = {
+    k.name: k
+    for k in (
+        TargetKind(
+            "class", "integer class labels (B,)", "cross-entropy", "classification", "classification/accuracy", "higher"
+        ),
+        TargetKind(
+            "multi-label",
+            "multi-hot float labels (B, labels)",
+            "binary-cross-entropy",
+            "multi-label",
+            "multi-label/mAP",
+            "higher",
+        ),
+        TargetKind("regression", "float targets (B, outputs)", "mse", "regression", "regression/r2", "higher"),
+    )
+}
+
+#: Hooks that see targets or predictions: a method implementing one of them supports only the ``class``
+#: kind unless its record lists others in ``kinds``. Methods with none of them (optimizers, inits,
+#: adapters, schedules) work with any kind.
+TARGET_HOOKS: frozenset[str] = frozenset({"loss", "regularize", "evaluate", "continual_step"})
+
+
 #: Batch keys with a meaning every core part knows (the batch contract). Methods
 #: may add any other key; its value must be a tensor whose first dimension is the
 #: batch size, so that transforms (replay, mixing, selection) can carry it along.
@@ -189,6 +228,8 @@ class Claim:
         default=(0, 1), converter=_as_tuple, validator=lambda i, a, v: _check_seeds(a, v)
     )
     confidence: float = attrs.field(default=0.95, validator=lambda i, a, v: _check_confidence(v))
+    #: the paper the claim is from, when not the method's own (a method published under two titles: ``Method.also``)
+    paper: Paper | None = None
 
 
 def _check_seeds(attribute: Any, value: tuple[int, ...]) -> None:
@@ -204,6 +245,11 @@ def _check_direction(value: str) -> None:
 def _check_confidence(value: float) -> None:
     if not 0.0 < value < 1.0:
         raise ValueError(f"claim confidence must be in (0, 1), got {value!r}")
+
+
+def _check_kind(value: str) -> None:
+    if value not in KINDS:
+        raise ValueError(f"unknown task kind {value!r} (known: {', '.join(KINDS)})")
 
 
 def _check_key(instance: Any, attribute: Any, value: str) -> None:
@@ -228,6 +274,8 @@ class Method:
     ``honours``     for a ``loss``: the batch keys it takes into account (``HONOURABLE``)
     ``after``       methods it must run after: keys, or ``"touches:X"`` for any method touching X
     ``before``      the same, the other way round
+    ``kinds``       the task target kinds it supports (``KINDS``); ``None``: ``class`` only when it
+                    implements a hook that sees targets (``TARGET_HOOKS``), any kind otherwise
     """
 
     key: str = attrs.field(validator=_check_key)
@@ -247,6 +295,13 @@ class Method:
     before: tuple[str, ...] = ()
     #: further papers the same method was published under (one distribution, one claim each)
     also: tuple[Paper, ...] = ()
+    kinds: tuple[str, ...] | None = None
+
+    def supports(self, kind: str) -> bool:
+        """Whether the method works on a task of target kind ``kind``."""
+        if self.kinds is not None:
+            return kind in self.kinds
+        return kind == "class" or not (set(self.hooks) & TARGET_HOOKS)
 
     @implementation.validator
     def _check_impl(self, attribute: Any, value: Any) -> None:
@@ -287,6 +342,9 @@ class Method:
                     out.append(f"orders itself by unknown touch '{entry}' (known: {', '.join(sorted(TOUCHES))})")
             elif not KEY_PATTERN.match(entry):
                 out.append(f"orders itself by '{entry}', which is neither a method key nor 'touches:X'")
+        for kind in self.kinds or ():
+            if kind not in KINDS:
+                out.append(f"supports unknown kind '{kind}'{did_you_mean(kind, KINDS)} (known: {', '.join(KINDS)})")
         if self.config is not None and not attrs.has(self.config):
             out.append("config must be an attrs class")
         if not self.hooks:
@@ -304,7 +362,9 @@ class TaskSpec:
     """An embedded or user task registered through ``paperkit.tasks``.
 
     ``factory`` (``"module:function"``) is called as ``factory(config)`` and
-    returns a :class:`paperkit.tasks.base.Task`.
+    returns a :class:`paperkit.tasks.base.Task`. ``kind`` is what it predicts
+    (:data:`KINDS`): it decides the default loss, the built-in metrics and the
+    headline metric, and which methods the plan check admits.
     """
 
     key: str = attrs.field(validator=_check_key)
@@ -312,6 +372,7 @@ class TaskSpec:
     factory: str | Callable[..., Any]
     config: type | None = None
     api_version: int = API_VERSION
+    kind: str = attrs.field(default="class", validator=lambda i, a, v: _check_kind(v))
 
 
 @attrs.frozen

@@ -140,6 +140,7 @@ def verify_claim(
             )
         finally:
             progress.close()
+    paper = claim.paper if claim.paper is not None else paper  # a claim from a second paper of the same method
     record = judge(key, claim, study.runs, quick=quick, overrides=list(overrides), paper=paper)
     record["budget"] = budget(plans[0], seeds)
     record["study_dir"] = str(study.directory)

@@ -174,6 +174,44 @@ mixup = Method(
     section="transform",
     batch_keys=("x", "target"),
 )
+mse = Method(
+    key="mse",
+    summary="Mean squared error, the default loss of regression tasks; honours per-sample weights.",
+    paper=_TORCH,
+    hooks=("loss",),
+    implementation="paperkit.builtin.basic:MeanSquaredError",
+    touches=("loss",),
+    honours=("weight",),
+    kinds=("regression",),
+)
+binary_cross_entropy = Method(
+    key="binary-cross-entropy",
+    summary="Binary cross-entropy per label, the default loss of multi-label tasks; honours soft targets and weights.",
+    paper=_TORCH,
+    hooks=("loss",),
+    implementation="paperkit.builtin.basic:BinaryCrossEntropy",
+    touches=("loss",),
+    honours=("target", "weight"),
+    kinds=("multi-label",),
+)
+multi_label = Method(
+    key="multi-label",
+    summary="mAP, micro F1 and binary cross-entropy on each test set; always active on multi-label tasks.",
+    paper=_TORCH,
+    hooks=("evaluate",),
+    implementation="paperkit.builtin.basic:MultiLabel",
+    touches=("metrics",),
+    kinds=("multi-label",),
+)
+regression = Method(
+    key="regression",
+    summary="MSE, MAE and R² on each test set; always active on regression tasks.",
+    paper=_TORCH,
+    hooks=("evaluate",),
+    implementation="paperkit.builtin.basic:Regression",
+    touches=("metrics",),
+    kinds=("regression",),
+)
 classification = Method(
     key="classification",
     summary="Accuracy and cross-entropy on each test set; always active, fills the accuracy matrix.",

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paperkit import hookimpl
+from paperkit.scores import classification_scores, group_accuracies, multilabel_scores, regression_scores
 from paperkit.step import weighted_mean
 
 
@@ -46,18 +47,70 @@ class CrossEntropy:
 
 
 class Classification:
-    """Top-1 accuracy and mean cross-entropy over the gathered predictions."""
+    """Top-1 accuracy and mean cross-entropy over the gathered predictions; per class group (head, medium,
+    tail) when the task names groups (``task.extras["class_groups"]``, long-tailed tasks)."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    def evaluate(self, data: Any, ctx: Any) -> dict[str, float]:
+        logits, targets = data.predictions()
+        out = classification_scores(logits, targets)
+        groups = ctx.task.extras.get("class_groups")
+        if groups:
+            out.update(group_accuracies(logits, targets, groups))
+        return out
+
+
+class MultiLabel:
+    """mAP, micro F1 and binary cross-entropy of multi-label predictions."""
 
     def __init__(self, config: Any) -> None:
         pass
 
     @hookimpl
     def evaluate(self, data: Any) -> dict[str, float]:
-        logits, targets = data.predictions()
-        return {
-            "accuracy": (logits.argmax(-1) == targets).float().mean().item(),
-            "loss": F.cross_entropy(logits, targets).item(),
-        }
+        return multilabel_scores(*data.predictions())
+
+
+class Regression:
+    """MSE, MAE and R² of regression predictions (the model's outputs are the predictions)."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    def evaluate(self, data: Any) -> dict[str, float]:
+        return regression_scores(*data.predictions())
+
+
+class MeanSquaredError:
+    """Squared error averaged over outputs, then over samples (weighted): ``mean_i w_i · mean_k (f_ik − y_ik)²``."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    def loss(self, batch: dict, outputs: Any) -> torch.Tensor:
+        prediction = outputs.logits
+        target = batch["y"].to(prediction.dtype).reshape(prediction.shape)
+        losses = (prediction - target).pow(2).reshape(len(prediction), -1).mean(-1)
+        return weighted_mean(losses, batch)
+
+
+class BinaryCrossEntropy:
+    """Binary cross-entropy of every label's logit, averaged over labels, then over samples (weighted)."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    def loss(self, batch: dict, outputs: Any) -> torch.Tensor:
+        logits = outputs.logits
+        target = batch.get("target", batch["y"]).to(logits.dtype)
+        losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
+        return weighted_mean(losses, batch)
 
 
 class Naive:

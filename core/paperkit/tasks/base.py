@@ -7,7 +7,7 @@ per-sample state (ELR's targets, forgetting counts) can find it again.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -17,19 +17,39 @@ Scenario = Literal["single", "class", "task", "domain"]
 
 
 class IndexedDataset(Dataset):
-    """Tensors ``x`` and ``y`` plus each sample's global index; items are dicts."""
+    """Tensors ``x`` and ``y`` plus each sample's global index; items are dicts.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> None:
+    ``extras`` are further per-sample tensors a task provides (an environment id, a
+    label mask); every batch carries them under their names.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        index: torch.Tensor | None = None,
+        extras: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         if len(x) != len(y):
             raise ValueError("x and y differ in length")
         self.x, self.y = x, y
         self.index = torch.arange(len(x)) if index is None else index
+        self.extras = dict(extras or {})
+        for name, value in self.extras.items():
+            if name in ("x", "y", "index", "valid") or len(value) != len(x):
+                raise ValueError(f"extra '{name}' must be a per-sample tensor with a new name")
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "y": self.y[i], "index": self.index[i]}
+        return {"x": self.x[i], "y": self.y[i], "index": self.index[i], **{k: v[i] for k, v in self.extras.items()}}
+
+    def subset(self, ids: torch.Tensor, y: torch.Tensor | None = None) -> IndexedDataset:
+        """The samples ``ids`` (their indices and extras kept), with labels ``y`` instead when given."""
+        return IndexedDataset(
+            self.x[ids], self.y[ids] if y is None else y, self.index[ids], {k: v[ids] for k, v in self.extras.items()}
+        )
 
 
 @attrs.define
@@ -46,13 +66,18 @@ class TaskInfo:
 
 @attrs.define
 class Experience:
-    """One step of a stream: its data and the classes it contains."""
+    """One step of a stream: its data and the classes it contains.
+
+    ``valid`` is the experience's validation set when the plan asks for one
+    (``[task] validation_fraction``): held out of ``train``, for tuning and calibration.
+    """
 
     index: int
     train: IndexedDataset
     test: IndexedDataset
     classes: tuple[int, ...]
     name: str = ""
+    valid: IndexedDataset | None = None
 
 
 @attrs.define
@@ -85,3 +110,71 @@ def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(test)).values
+
+
+def corrupt_labels(
+    y: torch.Tensor, num_classes: int, rate: float, kind: str, seed: int, pairs: dict[int, int] | None = None
+) -> torch.Tensor:
+    """Labels with a ``rate`` fraction of them corrupted, fixed by ``seed``.
+
+    ``symmetric``: a chosen label becomes a uniformly drawn *other* class.
+    ``pair``: class ``c`` becomes ``c + 1 mod C`` (pair flipping, Han et al., 2018).
+    ``asymmetric``: a chosen label of a class in ``pairs`` becomes its confusable
+    class (``{2: 7, 3: 8, ...}``); labels of other classes stay clean.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    noisy = y.clone()
+    flip = torch.rand(len(y), generator=generator) < rate
+    if kind == "symmetric":
+        offset = torch.randint(1, num_classes, (len(y),), generator=generator)
+        noisy[flip] = (y[flip] + offset[flip]) % num_classes
+    elif kind == "pair":
+        noisy[flip] = (y[flip] + 1) % num_classes
+    elif kind == "asymmetric":
+        if not pairs:
+            raise ValueError("asymmetric label noise needs the task's confusable class pairs; this task has none")
+        for src, dst in pairs.items():
+            noisy[flip & (y == src)] = dst
+    else:
+        raise ValueError(f"unknown label noise type {kind!r}")
+    return noisy
+
+
+def hold_out(
+    dataset: IndexedDataset, fraction: float, seed: int, stratify: bool
+) -> tuple[IndexedDataset, IndexedDataset]:
+    """``(train, validation)``: a ``fraction`` of ``dataset`` held out, stratified by label when ``stratify``."""
+    if stratify:
+        train, valid = stratified_split(dataset.y, fraction, seed)
+    else:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        n_valid = max(1, int(round(len(dataset) * fraction)))
+        valid, train = torch.sort(order[:n_valid]).values, torch.sort(order[n_valid:]).values
+    return dataset.subset(train), dataset.subset(valid)
+
+
+def apply_task_options(task: Task, options: Any, kind: str) -> Task:
+    """The core's ``[task]`` options on any task: label noise on every training set (clean labels kept in
+    ``task.extras["clean_labels"]``), then a validation split of every experience."""
+    if options is None:
+        return task
+    if options.label_noise:
+        clean = {}
+        for e in task.experiences:
+            noisy = corrupt_labels(
+                e.train.y,
+                task.info.num_classes,
+                options.label_noise,
+                options.label_noise_type,
+                options.label_noise_seed + e.index,
+                task.extras.get("asymmetric_pairs"),
+            )
+            clean[e.index] = e.train.y
+            e.train = e.train.subset(torch.arange(len(e.train)), y=noisy)
+        task.extras["clean_labels"] = clean
+    if options.validation_fraction:
+        for e in task.experiences:
+            e.train, e.valid = hold_out(
+                e.train, options.validation_fraction, options.validation_seed + e.index, stratify=kind == "class"
+            )
+    return task

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo, stratified_split
+from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo, corrupt_labels, stratified_split
 
 IMAGE_SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
@@ -44,6 +44,16 @@ def _digits_table() -> Any:
     return np.column_stack([data.data, data.target])
 
 
+#: Asymmetric noise for digits follows the class-confusion pairs used for MNIST
+#: by Patrini et al. (2017): 2->7, 3->8, 5<->6, 7->1.
+ASYMMETRIC_MAP = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
+
+
+def _extras() -> dict[str, Any]:
+    """What every digits task tells the core: its confusable classes (``[task] label_noise_type = "asymmetric"``)."""
+    return {"asymmetric_pairs": dict(ASYMMETRIC_MAP)}
+
+
 def _info() -> TaskInfo:
     return TaskInfo(input_dim=64, num_classes=NUM_CLASSES, image_shape=IMAGE_SHAPE)
 
@@ -67,7 +77,7 @@ def digits(config: Any) -> Task:
     exp = Experience(
         0, IndexedDataset(x_train, y_train), IndexedDataset(x_test, y_test), tuple(range(NUM_CLASSES)), "digits"
     )
-    return Task("digits", _info(), [exp], "single")
+    return Task("digits", _info(), [exp], "single", extras=_extras())
 
 
 def split_digits(config: Any) -> Task:
@@ -92,7 +102,7 @@ def split_digits(config: Any) -> Task:
                 f"classes {','.join(map(str, classes))}",
             )
         )
-    return Task("split-digits", _info(), experiences, config.scenario)
+    return Task("split-digits", _info(), experiences, config.scenario, extras=_extras())
 
 
 def permuted_digits(config: Any) -> Task:
@@ -111,37 +121,15 @@ def permuted_digits(config: Any) -> Task:
                 f"permutation {i}",
             )
         )
-    return Task("permuted-digits", _info(), experiences, "domain")
-
-
-#: Asymmetric noise for digits follows the class-confusion pairs used for MNIST
-#: by Patrini et al. (2017): 2->7, 3->8, 5<->6, 7->1.
-ASYMMETRIC_MAP = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
-
-
-def corrupt_labels(y: torch.Tensor, rate: float, kind: str, seed: int) -> torch.Tensor:
-    """Labels with ``rate`` of them corrupted.
-
-    ``symmetric``: a chosen label is replaced by a uniformly drawn *different*
-    class. ``asymmetric``: a chosen label of a class in :data:`ASYMMETRIC_MAP`
-    is replaced by its confusable class (other classes stay clean).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    noisy = y.clone()
-    flip = torch.rand(len(y), generator=generator) < rate
-    if kind == "symmetric":
-        offset = torch.randint(1, NUM_CLASSES, (len(y),), generator=generator)
-        noisy[flip] = (y[flip] + offset[flip]) % NUM_CLASSES
-    else:
-        for src, dst in ASYMMETRIC_MAP.items():
-            noisy[flip & (y == src)] = dst
-    return noisy
+    return Task("permuted-digits", _info(), experiences, "domain", extras=_extras())
 
 
 def noisy_digits(config: Any) -> Task:
     """Digits with corrupted training labels and a clean test set."""
     x_train, y_train, x_test, y_test = _split(config)
-    noisy = corrupt_labels(y_train, config.noise_rate, config.noise_type, config.noise_seed)
+    noisy = corrupt_labels(
+        y_train, NUM_CLASSES, config.noise_rate, config.noise_type, config.noise_seed, ASYMMETRIC_MAP
+    )
     exp = Experience(
         0, IndexedDataset(x_train, noisy), IndexedDataset(x_test, y_test), tuple(range(NUM_CLASSES)), "noisy digits"
     )
@@ -150,5 +138,5 @@ def noisy_digits(config: Any) -> Task:
         _info(),
         [exp],
         "single",
-        extras={"clean_train_labels": y_train, "noisy_mask": noisy != y_train},
+        extras={**_extras(), "clean_train_labels": y_train, "noisy_mask": noisy != y_train},
     )
