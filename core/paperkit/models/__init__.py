@@ -20,12 +20,21 @@ from paperkit.spec import ModelSpec, option
 class MLPConfig:
     depth: int = option(2, help="Hidden layers (blocks) between the input layer and the head.", validator=v.ge(0))
     width: int = option(128, help="Hidden width.", validator=v.ge(1))
-    activation: Literal["relu", "tanh", "gelu", "identity"] = option(
-        "relu", help="Nonlinearity.", validator=v.in_(["relu", "tanh", "gelu", "identity"])
+    activation: Literal["relu", "tanh", "gelu", "identity", "maxout", "sine"] = option(
+        "relu",
+        help="Nonlinearity. maxout: the max over maxout_pieces linear units (Goodfellow et al., 2013); "
+        "sine: sin(sine_w0·x), SIREN's (Sitzmann et al., 2020).",
+        validator=v.in_(["relu", "tanh", "gelu", "identity", "maxout", "sine"]),
     )
-    norm: Literal["none", "batch", "layer"] = option(
-        "none", help="Normalization after each hidden linear layer.", validator=v.in_(["none", "batch", "layer"])
+    maxout_pieces: int = option(2, help="Linear pieces per maxout unit (k).", validator=[v.ge(2), v.le(64)])
+    sine_w0: float = option(30.0, help="ω0 of the sine activation (SIREN's 30).", validator=v.gt(0.0))
+    norm: Literal["none", "batch", "layer", "ghost-batch"] = option(
+        "none",
+        help="Normalization after each hidden linear layer; ghost-batch: batch norm over chunks of "
+        "ghost_batch samples (Hoffer et al., 2017).",
+        validator=v.in_(["none", "batch", "layer", "ghost-batch"]),
     )
+    ghost_batch: int = option(32, help='Samples per ghost batch (norm = "ghost-batch").', validator=v.ge(2))
     residual: bool = option(False, help="Hidden blocks are residual: x + W2·act(W1·x).")
     dropout: float = option(0.0, help="Dropout probability after each activation.", validator=[v.ge(0.0), v.lt(1.0)])
     bias: bool = option(True, help="Linear layers have biases.")

@@ -56,6 +56,63 @@ class NoisyDigitsConfig(DigitsConfig):
 
 
 @attrs.define
+class LongTailDigitsConfig(DigitsConfig):
+    imbalance_ratio: float = option(
+        10.0,
+        help="ρ = n_head / n_tail; class c keeps n_max·ρ^(-c/9) training samples (Cui et al., 2019).",
+        validator=v.ge(1.0),
+    )
+    imbalance_seed: int = option(
+        0, help="Seed of which samples each class keeps (fixed across run seeds).", validator=v.ge(0)
+    )
+
+
+@attrs.define
+class RegressionConfig:
+    dataset: Literal["diabetes", "friedman1", "friedman2", "friedman3"] = option(
+        "diabetes",
+        help="diabetes: scikit-learn's bundled table (442 × 10); friedman1-3: Friedman's generators.",
+        validator=v.in_(["diabetes", "friedman1", "friedman2", "friedman3"]),
+    )
+    samples: int = option(
+        1000,
+        help="Samples drawn by the Friedman generators (the diabetes table has 442).",
+        validator=[v.ge(10), v.le(1_000_000)],
+    )
+    noise: float = option(1.0, help="Std of the Gaussian noise of the Friedman generators.", validator=v.ge(0.0))
+    data_seed: int = option(0, help="Seed of the Friedman generators.", validator=v.ge(0))
+    test_fraction: float = _fraction(0.25, "Fraction held out for testing.")
+    split_seed: int = option(0, help="Seed of the train/test split.", validator=v.ge(0))
+    standardize_target: bool = option(
+        True, help="Standardize the target with the training set's mean and std (MSE 1 = the mean predictor)."
+    )
+
+
+@attrs.define
+class MultiLabelConfig:
+    samples: int = option(
+        2000,
+        help="Samples generated (scikit-learn's make_multilabel_classification).",
+        validator=[v.ge(20), v.le(1_000_000)],
+    )
+    features: int = option(
+        20, help="Input features (word counts, log1p-transformed and standardized).", validator=[v.ge(1), v.le(10_000)]
+    )
+    labels: int = option(10, help="Number of labels.", validator=[v.ge(2), v.le(1000)])
+    labels_per_sample: int = option(
+        2, help="Mean number of labels per sample (the generator's n_labels).", validator=v.ge(1)
+    )
+    imbalance_ratio: float = option(
+        1.0,
+        help="Long-tailed training set: the k-th most frequent label keeps ρ^(-k/(L-1)) of its samples (1: as generated).",
+        validator=v.ge(1.0),
+    )
+    data_seed: int = option(0, help="Seed of the generator.", validator=v.ge(0))
+    test_fraction: float = _fraction(0.25, "Fraction held out for testing.")
+    split_seed: int = option(0, help="Seed of the train/test split and the long-tail sub-sampling.", validator=v.ge(0))
+
+
+@attrs.define
 class ModularConfig:
     modulus: int = option(97, help="The prime p.", validator=v.ge(2))
     operation: Literal["+", "-", "*", "/"] = option(
@@ -99,4 +156,24 @@ modular_arithmetic_task = TaskSpec(
     "a∘b mod p over all pairs, for grokking.",
     "paperkit.tasks.modular:modular_arithmetic",
     ModularConfig,
+)
+long_tail_digits_task = TaskSpec(
+    "long-tail-digits",
+    "Digits with an exponentially imbalanced training set (ratio ρ), a balanced test set, head/medium/tail accuracy.",
+    "paperkit.tasks.digits:long_tail_digits",
+    LongTailDigitsConfig,
+)
+regression_task = TaskSpec(
+    "regression",
+    "Regression on scikit-learn's diabetes table or Friedman's generators; MSE, MAE and R².",
+    "paperkit.tasks.synthetic:regression",
+    RegressionConfig,
+    kind="regression",
+)
+multi_label_task = TaskSpec(
+    "multi-label",
+    "Multi-label classification from scikit-learn's generator, optionally long-tailed; mAP and F1.",
+    "paperkit.tasks.synthetic:multi_label",
+    MultiLabelConfig,
+    kind="multi-label",
 )

@@ -140,3 +140,44 @@ def noisy_digits(config: Any) -> Task:
         "single",
         extras={**_extras(), "clean_train_labels": y_train, "noisy_mask": noisy != y_train},
     )
+
+
+def long_tail_digits(config: Any) -> Task:
+    """Digits with an exponentially imbalanced training set and a balanced test set.
+
+    Class ``c`` keeps ``n_c = n_max · ρ^(-c/(C-1))`` training samples (Cui et al., 2019;
+    Cao et al., 2019), ``n_max`` the smallest class count, so class 0 is the head and
+    class 9 has ``ρ`` times fewer samples; the test set is cut to the same count per
+    class. Head, medium and tail are the first three, middle four and last three
+    classes (``task.extras["class_groups"]``; the classification metrics report each).
+    """
+    x_train, y_train, x_test, y_test = _split(config)
+    generator = torch.Generator().manual_seed(config.imbalance_seed)
+    n_max = int(torch.bincount(y_train, minlength=NUM_CLASSES).min())
+    keep = []
+    for c in range(NUM_CLASSES):
+        members = torch.nonzero(y_train == c).flatten()
+        n_c = max(1, int(n_max * config.imbalance_ratio ** (-c / (NUM_CLASSES - 1))))
+        keep.append(members[torch.randperm(len(members), generator=generator)[:n_c]])
+    train = torch.sort(torch.cat(keep)).values
+    n_test = int(torch.bincount(y_test, minlength=NUM_CLASSES).min())
+    test = torch.sort(torch.cat([torch.nonzero(y_test == c).flatten()[:n_test] for c in range(NUM_CLASSES)])).values
+    exp = Experience(
+        0,
+        IndexedDataset(x_train[train], y_train[train], train),
+        IndexedDataset(x_test[test], y_test[test]),
+        tuple(range(NUM_CLASSES)),
+        f"long-tailed digits (ratio {config.imbalance_ratio:g})",
+    )
+    groups = {"head": [0, 1, 2], "medium": [3, 4, 5, 6], "tail": [7, 8, 9]}
+    return Task(
+        "long-tail-digits",
+        _info(),
+        [exp],
+        "single",
+        extras={
+            **_extras(),
+            "class_groups": groups,
+            "train_class_counts": torch.bincount(y_train[train], minlength=NUM_CLASSES),
+        },
+    )

@@ -1,0 +1,202 @@
+"""Task kinds (class, multi-label, regression), the core's [task] options, the new embedded tasks and model options."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from paperkit import PlanError
+from paperkit.engine import build_task
+from paperkit.metrics import stream_metrics
+from paperkit.plan import build_plan
+from paperkit.scores import multilabel_scores, regression_scores
+from paperkit.testing import builtin_registry, run_plan_text
+
+RUN = '[run]\nname = "k"\nseeds = [0]\nepochs = {epochs}\nbatch_size = 64\nlog_every = 50\nsave_model = false\n'
+
+
+def _plan(tmp_path: Path, text: str):
+    import tomli
+
+    path = tmp_path / "plan.toml"
+    path.write_text(text, encoding="utf-8")
+    return build_plan(tomli.loads(text), path, registry=builtin_registry())
+
+
+# -- scores ----------------------------------------------------------------------------------
+def test_multilabel_and_regression_scores_are_scikit_learns() -> None:
+    from sklearn.metrics import average_precision_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 6, generator=g, dtype=torch.float64)
+    targets = (torch.rand(200, 6, generator=g) < 0.3).double()
+    targets[:, 5] = 0  # a label with no positive is left out of the mean, as scikit-learn warns and skips
+    ours = multilabel_scores(logits, targets)
+    kept = [j for j in range(6) if targets[:, j].any()]
+    expected = sum(average_precision_score(targets[:, j], logits[:, j]) for j in kept) / len(kept)
+    assert math.isclose(ours["mAP"], expected, rel_tol=1e-12)
+    assert math.isclose(ours["f1"], f1_score(targets, (logits > 0).double(), average="micro"), rel_tol=1e-12)
+    prediction, y = torch.randn(100, 2, generator=g, dtype=torch.float64), torch.randn(100, 2, generator=g, dtype=torch.float64)
+    scores = regression_scores(prediction, y)
+    assert math.isclose(scores["r2"], r2_score(y, prediction), rel_tol=1e-12)
+    assert math.isclose(scores["mse"], mean_squared_error(y, prediction), rel_tol=1e-12)
+    assert math.isclose(scores["mae"], mean_absolute_error(y, prediction), rel_tol=1e-12)
+
+
+def test_stream_metrics_respect_the_direction_of_the_metric() -> None:
+    R = [[1.0, 5.0], [3.0, 2.0]]  # a loss: experience 0's rose from 1 to 3 after learning experience 1
+    lower = stream_metrics(R, [4.0, 6.0], "lower")
+    assert lower["forgetting"] == 2.0 and lower["backward_transfer"] == -2.0  # worse, in the metric's units
+    assert lower["forward_transfer"] == 1.0 and lower["average_accuracy"] == 2.5  # 5 < 6: the unseen task got better
+    higher = stream_metrics(R, [4.0, 6.0], "higher")
+    assert higher["forgetting"] == -2.0 and higher["backward_transfer"] == 2.0  # the same change read as a gain
+
+
+# -- regression and multi-label end to end ----------------------------------------------------
+def test_a_regression_plan_trains_with_mse_and_reports_r2(tmp_path: Path) -> None:
+    text = RUN.format(epochs=30) + '[task]\nname = "regression"\n[model]\nname = "mlp"\ndepth = 1\nwidth = 32\n[optimize]\nuse = "adamw"\nlr = 0.01\n'
+    plan = _plan(tmp_path, text)
+    assert [u.key for u in plan.methods if u.implicit] == ["mse", "regression"]
+    results, _ = run_plan_text(text, tmp_path / "run", builtin_registry())
+    assert results["headline"] == {"metric": "regression/r2", "direction": "higher"}
+    assert 0.3 < results["final"]["regression/r2"] < 0.7  # diabetes: linear models explain about half the variance
+    assert results["final"]["regression/mse"] < 1.0  # below the mean predictor's (standardized target)
+
+
+def test_a_multilabel_plan_reports_map_and_beats_chance(tmp_path: Path) -> None:
+    text = RUN.format(epochs=10) + '[task]\nname = "multi-label"\n[model]\nname = "mlp"\ndepth = 1\nwidth = 64\n[optimize]\nuse = "adamw"\nlr = 0.003\n'
+    results, _ = run_plan_text(text, tmp_path / "run", builtin_registry())
+    final = results["final"]
+    assert final["multi-label/mAP"] > 0.6 and 0.0 < final["multi-label/f1"] <= 1.0
+    assert "binary-cross-entropy" in (tmp_path / "run" / "plan.toml").read_text() or results["status"] == "completed"
+
+
+def test_the_long_tailed_multilabel_training_set_is_long_tailed(tmp_path: Path) -> None:
+    counts = {}
+    for ratio in (1, 20):
+        plan = _plan(tmp_path, RUN.format(epochs=1) + f'[task]\nname = "multi-label"\nimbalance_ratio = {ratio}\n'
+                     '[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n')
+        counts[ratio] = torch.sort(build_task(plan).extras["train_label_counts"], descending=True).values
+    skew = lambda c: (c[0] / c[-1]).item()  # noqa: E731
+    assert skew(counts[20]) > 3 * skew(counts[1])
+
+
+# -- long-tailed digits ----------------------------------------------------------------------
+def test_long_tail_digits_follow_the_exponential_profile_with_a_balanced_test_set(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, RUN.format(epochs=1) + '[task]\nname = "long-tail-digits"\nimbalance_ratio = 10\n'
+                 '[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n')
+    task = build_task(plan)
+    (exp,) = task.experiences
+    train = torch.bincount(exp.train.y, minlength=10)
+    assert train[0] / train[9] == pytest.approx(10, rel=0.1)
+    assert all(train[c] >= train[c + 1] for c in range(9))
+    for c in range(10):  # n_c = n_max * rho^(-c/9), rounded down
+        assert train[c] == max(1, int(train[0].item() * 10 ** (-c / 9)))
+    test = torch.bincount(exp.test.y, minlength=10)
+    assert len(set(test.tolist())) == 1
+    assert task.extras["class_groups"] == {"head": [0, 1, 2], "medium": [3, 4, 5, 6], "tail": [7, 8, 9]}
+
+
+def test_long_tail_runs_report_head_medium_and_tail_accuracy(tmp_path: Path) -> None:
+    text = RUN.format(epochs=3) + '[task]\nname = "long-tail-digits"\n[model]\nname = "mlp"\ndepth = 1\nwidth = 32\n[optimize]\nuse = "adamw"\n'
+    results, _ = run_plan_text(text, tmp_path / "run", builtin_registry())
+    final = results["final"]
+    assert {"classification/head_accuracy", "classification/medium_accuracy", "classification/tail_accuracy"} <= set(final)
+    assert final["classification/head_accuracy"] > final["classification/tail_accuracy"]
+
+
+# -- the core's [task] options ---------------------------------------------------------------
+MODULAR = '[task]\nname = "modular-arithmetic"\nmodulus = 13\n{extra}\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n'
+
+
+def test_label_noise_applies_to_any_class_task_and_keeps_test_labels_clean(tmp_path: Path) -> None:
+    clean = build_task(_plan(tmp_path, RUN.format(epochs=1) + MODULAR.format(extra="")))
+    plan = _plan(tmp_path, RUN.format(epochs=1) + MODULAR.format(extra='label_noise = 0.4\nlabel_noise_type = "pair"'))
+    noisy = build_task(plan)
+    a, b = clean.experiences[0], noisy.experiences[0]
+    flipped = a.train.y != b.train.y
+    assert 0.3 < flipped.float().mean().item() < 0.5
+    assert torch.equal(b.train.y[flipped], (a.train.y[flipped] + 1) % 13)  # pair flipping: c -> c + 1
+    assert torch.equal(a.test.y, b.test.y) and torch.equal(noisy.extras["clean_labels"][0], a.train.y)
+    assert plan.resolved()["task"]["label_noise"] == 0.4
+
+
+def test_task_options_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match=r"\[task\] label_noise_type: asymmetric label noise needs the task's confusable"):
+        build_task(_plan(tmp_path, RUN.format(epochs=1) + MODULAR.format(extra='label_noise = 0.2\nlabel_noise_type = "asymmetric"')))
+    with pytest.raises(PlanError, match=r"\[task\] label_noise: label noise needs a class task; 'regression' is a regression task"):
+        _plan(tmp_path, RUN.format(epochs=1) + '[task]\nname = "regression"\nlabel_noise = 0.1\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n')
+    with pytest.raises(PlanError, match=r"\[task\] validation_fraction"):
+        _plan(tmp_path, RUN.format(epochs=1) + '[task]\nname = "digits"\nvalidation_fraction = 1.5\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n')
+
+
+def test_asymmetric_noise_uses_the_tasks_pairs(tmp_path: Path) -> None:
+    digits = '[task]\nname = "digits"\nlabel_noise = 0.5\nlabel_noise_type = "asymmetric"\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n'
+    task = build_task(_plan(tmp_path, RUN.format(epochs=1) + digits))
+    clean, noisy = task.extras["clean_labels"][0], task.experiences[0].train.y
+    for src, dst in {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}.items():
+        assert set(noisy[(clean == src) & (noisy != clean)].tolist()) <= {dst}
+    assert torch.equal(noisy[clean == 0], clean[clean == 0])
+
+
+def test_a_validation_split_is_held_out_of_every_experience_stratified(tmp_path: Path) -> None:
+    text = RUN.format(epochs=1) + '[task]\nname = "split-digits"\nexperiences = 2\nvalidation_fraction = 0.2\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n'
+    task = build_task(_plan(tmp_path, text))
+    plain = build_task(_plan(tmp_path, text.replace("validation_fraction = 0.2\n", "")))
+    for e, p in zip(task.experiences, plain.experiences):
+        assert e.valid is not None and len(e.valid) + len(e.train) == len(p.train)
+        assert not set(e.valid.index.tolist()) & set(e.train.index.tolist())
+        share = torch.bincount(e.valid.y, minlength=10)[list(e.classes)].float() / torch.bincount(p.train.y, minlength=10)[list(e.classes)]
+        assert ((share - 0.2).abs() < 0.03).all()  # stratified: each class gives the same share
+    results, _ = run_plan_text(text, tmp_path / "run", builtin_registry())
+    assert results["status"] == "completed"
+
+
+def test_methods_are_refused_on_kinds_they_do_not_support(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match=r"\[transform\] use: method 'mixup' works on class tasks, and the task is a regression task"):
+        _plan(tmp_path, RUN.format(epochs=1) + '[task]\nname = "regression"\n[model]\nname = "mlp"\n[optimize]\nuse = "sgd"\n[transform]\nuse = "mixup"\n')
+    with pytest.raises(PlanError, match="method 'mse' works on regression tasks, and the task is a class task"):
+        _plan(tmp_path, RUN.format(epochs=1) + '[task]\nname = "digits"\n[model]\nname = "mlp"\n[optimize]\nuse = "sgd"\n[regularize]\nuse = "mse"\n')
+
+
+def test_a_task_factory_returning_something_else_is_one_line(tmp_path: Path) -> None:
+    text = RUN.format(epochs=1) + '[task]\nname = "tests.test_task_kinds:not_a_task"\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n'
+    with pytest.raises(PlanError, match="the task factory returned dict, not a paperkit Task"):
+        build_task(_plan(tmp_path, text))
+
+
+def not_a_task() -> dict:
+    return {}
+
+
+# -- model options -----------------------------------------------------------------------------
+def _mlp(**options: object):
+    from paperkit.models import MLPConfig
+    from paperkit.models.mlp import MLP
+
+    return MLP(8, 3, MLPConfig(depth=2, width=6, **options))
+
+
+def test_maxout_units_take_the_max_of_their_pieces() -> None:
+    model = _mlp(activation="maxout", maxout_pieces=3)
+    assert model.blocks[0].linear1.weight.shape == (18, 6) and model.stem[0].weight.shape == (18, 8)
+    x = torch.randn(5, 8)
+    pre = model.stem[0](x)
+    assert torch.equal(model.stem(x), pre.reshape(5, 6, 3).amax(-1))
+    assert model(x).shape == (5, 3)
+
+
+def test_sine_activation_and_ghost_batch_norm() -> None:
+    model = _mlp(activation="sine", sine_w0=30.0)
+    x = torch.randn(4, 8)
+    assert torch.allclose(model.stem(x), torch.sin(30.0 * model.stem[0](x)))
+    from paperkit.models.mlp import GhostBatchNorm1d
+
+    ghost, plain = GhostBatchNorm1d(3, virtual=4), torch.nn.BatchNorm1d(3)
+    h = torch.randn(8, 3)
+    expected = torch.cat([plain(h[:4]), plain(h[4:])])  # each ghost batch normalized on its own
+    assert torch.allclose(ghost(h), expected, atol=1e-6)
+    assert torch.allclose(ghost.running_mean, plain.running_mean) and torch.allclose(ghost.running_var, plain.running_var)
