@@ -200,3 +200,78 @@ def test_sine_activation_and_ghost_batch_norm() -> None:
     expected = torch.cat([plain(h[:4]), plain(h[4:])])  # each ghost batch normalized on its own
     assert torch.allclose(ghost(h), expected, atol=1e-6)
     assert torch.allclose(ghost.running_mean, plain.running_mean) and torch.allclose(ghost.running_var, plain.running_var)
+
+
+# -- shifted, multi-environment and sequence data ---------------------------------------------------
+def _task(tmp_path: Path, table: str):
+    return build_task(_plan(tmp_path, RUN.format(epochs=1) + table + '[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n'))
+
+
+def test_shifted_digits_report_every_shifted_test_set_beside_the_clean_one(tmp_path: Path) -> None:
+    task = _task(tmp_path, '[task]\nname = "shifted-digits"\nshifts = ["noise", "blur"]\n')
+    (exp,) = task.experiences
+    assert set(exp.ood) == {"noise", "blur"} and all(torch.equal(d.y, exp.test.y) for d in exp.ood.values())
+    assert not torch.equal(exp.ood["noise"].x, exp.test.x)
+    from paperkit.tasks.digits import blur
+
+    image = torch.zeros(1, 64)
+    image[0, 27] = 1.0  # one lit pixel spreads to its 3x3 neighbourhood with weights (1 2 1)^T (1 2 1) / 16
+    assert blur(image).reshape(8, 8)[2:5, 2:5].mul(16).tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+    text = RUN.format(epochs=3) + '[task]\nname = "shifted-digits"\n[model]\nname = "mlp"\ndepth = 1\nwidth = 32\n[optimize]\nuse = "adamw"\n'
+    final = run_plan_text(text, tmp_path / "run", builtin_registry())[0]["final"]
+    for shift in ("noise", "blur", "noise+blur"):
+        assert final[f"ood:{shift}/classification/accuracy"] < final["classification/accuracy"]
+
+
+def test_colored_digits_colour_predicts_the_label_in_training_environments_only(tmp_path: Path) -> None:
+    task = _task(tmp_path, '[task]\nname = "colored-digits"\n')
+    (exp,) = task.experiences
+    colour = lambda x: (x.reshape(len(x), 2, 64).sum(-1)[:, 1] > 0).long()  # noqa: E731 - the lit channel
+    for e, flip in enumerate((0.1, 0.2)):
+        members = exp.train.extras["env"] == e
+        disagree = (colour(exp.train.x[members]) != exp.train.y[members]).float().mean().item()
+        assert abs(disagree - flip) < 0.05
+    assert abs((colour(exp.ood["reversed"].x) != exp.ood["reversed"].y).float().mean().item() - 0.9) < 0.05
+    digits = build_task(_plan(tmp_path, RUN.format(epochs=1) + '[task]\nname = "digits"\nstandardize = false\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n'))
+    shape_label = (digits.experiences[0].train.y >= 5).long()
+    assert abs((shape_label != exp.train.y).float().mean().item() - 0.25) < 0.04  # the label noise of the recipe
+    batch = next(iter(__import__("paperkit.engine", fromlist=["TrainBatches"]).TrainBatches(
+        exp.train, _plan(tmp_path, RUN.format(epochs=1) + '[task]\nname = "colored-digits"\n[model]\nname = "mlp"\n[optimize]\nuse = "adamw"\n'),
+        0, 0, __import__("accelerate").Accelerator(cpu=True)).steps(0, 1)))[1]
+    assert "env" in batch and len(batch["env"]) == len(batch["y"])  # the environment reaches every batch
+
+
+def test_sequential_digits_are_64_steps_of_one_pixel(tmp_path: Path) -> None:
+    plain = _task(tmp_path, '[task]\nname = "digits"\n').experiences[0]
+    seq = _task(tmp_path, '[task]\nname = "sequential-digits"\n').experiences[0]
+    assert seq.train.x.shape[1:] == (64, 1) and torch.equal(seq.train.x[..., 0], plain.train.x)
+    permuted = _task(tmp_path, '[task]\nname = "sequential-digits"\npermute = true\n').experiences[0]
+    assert torch.equal(torch.sort(permuted.train.x[0, :, 0]).values, torch.sort(plain.train.x[0]).values)
+    assert not torch.equal(permuted.train.x, seq.train.x)
+
+
+def test_mnist1d_comes_from_the_offline_generator_cached_and_without_touching_global_rngs(tmp_path: Path, monkeypatch) -> None:
+    import random
+
+    import numpy as np
+
+    from paperkit.tasks.mnist1d import generate
+
+    monkeypatch.setenv("PAPERKIT_CACHE", str(tmp_path / "cache"))
+    np.random.seed(7)
+    random.seed(7)
+    before = (np.random.get_state()[1].copy(), random.getstate())
+    data = generate(500, 3, 0.02, 0.25, 48, 0.75)
+    assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
+    assert data["x"].shape == (400, 40) and sorted(set(data["y"].tolist())) == list(range(10))
+    assert list((tmp_path / "cache").glob("mnist1d-*.npz"))
+    again = generate(500, 3, 0.02, 0.25, 48, 0.75)  # read back from the cache
+    assert np.array_equal(again["x"], data["x"]) and np.array_equal(again["y_test"], data["y_test"])
+
+
+def test_split_mnist1d_is_a_class_incremental_stream(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PAPERKIT_CACHE", str(tmp_path / "cache"))
+    task = _task(tmp_path, '[task]\nname = "split-mnist1d"\nsamples = 500\nexperiences = 5\n')
+    assert [e.classes for e in task.experiences] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    for e in task.experiences:
+        assert set(e.train.y.tolist()) == set(e.classes) and set(e.test.y.tolist()) == set(e.classes)

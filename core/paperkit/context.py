@@ -51,13 +51,16 @@ class Optimization:
 
 @attrs.define(eq=False)
 class EvalSet:
-    """One evaluation set: an experience's test data, shared by every evaluate method."""
+    """One evaluation set, shared by every evaluate method: an experience's test data (``split = "test"``) or one
+    of its out-of-distribution test sets (``split = "ood:<name>"``, ``experience.ood[name]``); ``phase`` is
+    ``"initial"`` (before training) or ``"experience_end"``."""
 
     experience: Experience
     loader: Any
     phase: str
     _predict: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     _cache: tuple[torch.Tensor, torch.Tensor] | None = None
+    split: str = "test"
 
     def predictions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, targets) over the whole set, gathered from every process, computed once."""

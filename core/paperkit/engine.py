@@ -558,15 +558,23 @@ def _predictor(model: nn.Module, loader: Any, experience: Experience, ctx: RunCo
 def evaluate_all(
     model: nn.Module, task: Task, methods: Methods, plan: Plan, ctx: RunContext, phase: str
 ) -> dict[int, dict[str, float]]:
-    """Every evaluate method on every experience's test set: ``{experience: {metric: value}}``."""
+    """Every evaluate method on every experience's test set: ``{experience: {metric: value}}``.
+
+    An experience's out-of-distribution test sets (``experience.ood``) are evaluated
+    the same way; their metrics sit beside the in-distribution ones as
+    ``ood:<set>/<key>/<name>`` (so ``results.json`` reports both, and a claim can
+    name either).
+    """
     row: dict[int, dict[str, float]] = {}
     for experience in task.experiences:
-        loader = _eval_loader(experience, plan, ctx)
-        data = EvalSet(experience, loader, phase, _predictor(model, loader, experience, ctx))
         metrics: dict[str, float] = {}
-        for key, out in methods.call("evaluate", model=model, data=data, ctx=ctx, step=ctx.step):
-            for name, value in (out or {}).items():
-                metrics[f"{key}/{name}"] = float(value)
+        for split, dataset in (("test", experience.test), *((f"ood:{n}", d) for n, d in experience.ood.items())):
+            loader = EvalBatches(dataset, plan.run.eval_batch_size, ctx.accelerator)
+            data = EvalSet(experience, loader, phase, _predictor(model, loader, experience, ctx), split=split)
+            prefix = "" if split == "test" else f"{split}/"
+            for key, out in methods.call("evaluate", model=model, data=data, ctx=ctx, step=ctx.step):
+                for name, value in (out or {}).items():
+                    metrics[f"{prefix}{key}/{name}"] = float(value)
         row[experience.index] = metrics
     return row
 

@@ -67,6 +67,87 @@ class LongTailDigitsConfig(DigitsConfig):
     )
 
 
+def _shifts(instance: object, attribute: attrs.Attribute, value: list[str]) -> None:
+    known = ("noise", "blur", "noise+blur")
+    if not value or any(v not in known for v in value) or len(set(value)) != len(value):
+        raise ValueError(f"'{attribute.name}' must list distinct shifts from {', '.join(known)}")
+
+
+@attrs.define
+class ShiftedDigitsConfig(DigitsConfig):
+    shifts: list[str] = option(
+        attrs.Factory(lambda: ["noise", "blur", "noise+blur"]),
+        help="Shifted test sets reported beside the clean one: noise, blur, noise+blur.",
+        validator=_shifts,
+    )
+    noise_std: float = option(0.3, help="Std of the Gaussian noise on [0, 1] pixels.", validator=v.ge(0.0))
+    shift_seed: int = option(0, help="Seed of the noise (fixed across run seeds).", validator=v.ge(0))
+
+
+def _flips(instance: object, attribute: attrs.Attribute, value: list[float]) -> None:
+    if not value or any(not 0.0 <= f <= 1.0 for f in value):
+        raise ValueError(f"'{attribute.name}' must list probabilities in [0, 1]")
+
+
+@attrs.define
+class ColoredDigitsConfig:
+    test_fraction: float = _fraction(0.25, "Fraction of each digit held out for testing.")
+    split_seed: int = option(0, help="Seed of the train/test split.", validator=v.ge(0))
+    label_flip: float = option(
+        0.25,
+        help="Label noise: the binary label (digit >= 5) flipped with this probability (Arjovsky et al., 2019).",
+        validator=[v.ge(0.0), v.lt(0.5)],
+    )
+    train_flips: list[float] = option(
+        attrs.Factory(lambda: [0.1, 0.2]),
+        help="One training environment per entry: the probability that the colour disagrees with the label.",
+        validator=_flips,
+    )
+    test_flip: float = option(
+        0.9,
+        help="Colour-label disagreement of the out-of-distribution test set ood:reversed.",
+        validator=[v.ge(0.0), v.le(1.0)],
+    )
+    colour_seed: int = option(0, help="Seed of the label noise and the colours.", validator=v.ge(0))
+
+
+@attrs.define
+class SequentialDigitsConfig(DigitsConfig):
+    permute: bool = option(False, help="Apply one fixed permutation to the 64 steps (permuted sequential digits).")
+    permutation_seed: int = option(0, help="Seed of the permutation.", validator=v.ge(0))
+
+
+@attrs.define
+class Mnist1dConfig:
+    samples: int = option(
+        5000,
+        help="Samples generated, 80% for training (the generator's default 5,000).",
+        validator=[v.ge(100), v.le(1_000_000)],
+    )
+    data_seed: int = option(
+        42, help="Seed of the generator (its default 42 gives the published MNIST-1D).", validator=v.ge(0)
+    )
+    iid_noise: float = option(
+        0.02, help="Std of the i.i.d. noise (the generator's iid_noise_scale).", validator=v.ge(0.0)
+    )
+    corr_noise: float = option(0.25, help="Scale of the correlated noise (corr_noise_scale).", validator=v.ge(0.0))
+    max_translation: int = option(
+        48, help="Maximum translation of the padded template (max_translation).", validator=v.ge(0)
+    )
+    shear: float = option(0.75, help="Maximum shear (shear_scale).", validator=v.ge(0.0))
+
+
+@attrs.define
+class SplitMnist1dConfig(Mnist1dConfig):
+    experiences: int = option(5, help="Number of experiences; 10 must divide evenly.", validator=v.in_([1, 2, 5, 10]))
+    scenario: Literal["class", "task"] = option(
+        "class",
+        help="class: one shared head, no task id. task: logits masked to the experience's classes.",
+        validator=v.in_(["class", "task"]),
+    )
+    class_order: list[int] | None = option(None, help="Order of the classes over experiences (default 0..9).")
+
+
 @attrs.define
 class RegressionConfig:
     dataset: Literal["diabetes", "friedman1", "friedman2", "friedman3"] = option(
@@ -176,4 +257,34 @@ multi_label_task = TaskSpec(
     "paperkit.tasks.synthetic:multi_label",
     MultiLabelConfig,
     kind="multi-label",
+)
+shifted_digits_task = TaskSpec(
+    "shifted-digits",
+    "Digits trained clean; test sets with Gaussian noise, blur or both reported beside the clean one.",
+    "paperkit.tasks.digits:shifted_digits",
+    ShiftedDigitsConfig,
+)
+colored_digits_task = TaskSpec(
+    "colored-digits",
+    "Colored digits (Colored MNIST on 8x8 digits): colour predicts the label in two training environments, not out of distribution.",
+    "paperkit.tasks.digits:colored_digits",
+    ColoredDigitsConfig,
+)
+mnist1d_task = TaskSpec(
+    "mnist1d",
+    "MNIST-1D: 10 classes of 1-D signals of length 40 from the mnist1d package's offline generator.",
+    "paperkit.tasks.mnist1d:mnist1d",
+    Mnist1dConfig,
+)
+split_mnist1d_task = TaskSpec(
+    "split-mnist1d",
+    "MNIST-1D split into class groups, one experience each (a second class-incremental stream).",
+    "paperkit.tasks.mnist1d:split_mnist1d",
+    SplitMnist1dConfig,
+)
+sequential_digits_task = TaskSpec(
+    "sequential-digits",
+    "Digits as 64-step sequences of one pixel (shape (64, 1)), optionally permuted, for sequence models.",
+    "paperkit.tasks.digits:sequential_digits",
+    SequentialDigitsConfig,
 )

@@ -70,6 +70,8 @@ class Experience:
 
     ``valid`` is the experience's validation set when the plan asks for one
     (``[task] validation_fraction``): held out of ``train``, for tuning and calibration.
+    ``ood`` holds out-of-distribution test sets by name (shifted inputs, another
+    environment); every evaluation reports them beside ``test``.
     """
 
     index: int
@@ -78,6 +80,7 @@ class Experience:
     classes: tuple[int, ...]
     name: str = ""
     valid: IndexedDataset | None = None
+    ood: dict[str, IndexedDataset] = attrs.Factory(dict)
 
 
 @attrs.define
@@ -178,3 +181,36 @@ def apply_task_options(task: Task, options: Any, kind: str) -> Task:
                 e.train, options.validation_fraction, options.validation_seed + e.index, stratify=kind == "class"
             )
     return task
+
+
+def split_by_classes(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    num_classes: int,
+    experiences: int,
+    class_order: list[int] | None = None,
+) -> list[Experience]:
+    """A class-incremental stream: ``experiences`` equal groups of classes in ``class_order`` (default 0..C-1),
+    each with its classes' training and test samples; training indices are positions in the whole training set."""
+    order = list(class_order) if class_order else list(range(num_classes))
+    if sorted(order) != list(range(num_classes)):
+        raise ValueError(f"class_order must be a permutation of 0..{num_classes - 1}")
+    if num_classes % experiences:
+        raise ValueError(f"{experiences} experiences do not divide {num_classes} classes evenly")
+    per = num_classes // experiences
+    out = []
+    for i in range(experiences):
+        classes = tuple(order[i * per : (i + 1) * per])
+        tr, te = torch.isin(y_train, torch.tensor(classes)), torch.isin(y_test, torch.tensor(classes))
+        out.append(
+            Experience(
+                i,
+                IndexedDataset(x_train[tr], y_train[tr], torch.nonzero(tr).flatten()),
+                IndexedDataset(x_test[te], y_test[te]),
+                classes,
+                f"classes {','.join(map(str, classes))}",
+            )
+        )
+    return out
