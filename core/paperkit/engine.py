@@ -118,6 +118,7 @@ def run(
             ctx.evaluator = lambda m, exps: _evaluate_accuracy(m, task, exps, plan, ctx)
             if not restore.payload:
                 state.initial = evaluate_all(model, task, methods, plan, ctx, phase="initial")
+                recorder.log({"event": "evaluation", "phase": "initial", "step": 0, "metrics": _flat(state.initial)})
             restore.at_boundary(model, methods, ctx)  # a checkpoint taken between experiences
             for experience in task.experiences[state.next_experience :]:
                 ctx.experience = experience
@@ -604,10 +605,10 @@ def summarize(
     headline metric (``accuracy_matrix``, whatever the metric; ``headline`` names it) and the stream metrics on it."""
     headline = KINDS[kind]
     last = rows[-1] if rows else initial
-    names = sorted({name for metrics in last.values() for name in metrics})
-    final = {name: sum(m[name] for m in last.values() if name in m) / len(last) for name in names}
+    final = _mean_over_experiences(last)
     out: dict[str, Any] = {
         "final": final,
+        "initial": _mean_over_experiences(initial),
         "per_experience": {str(k): v for k, v in last.items()},
         "summary": summary,
         "headline": {"metric": headline.headline, "direction": headline.direction},
@@ -617,6 +618,14 @@ def summarize(
         b = [initial[j].get(headline.headline, float("nan")) for j in range(task.num_experiences)]
         out.update(accuracy_matrix=R, initial_accuracy=b, **stream_metrics(R, b, headline.direction))
     return out
+
+
+def _mean_over_experiences(row: dict[int, dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the experiences that report it."""
+    names = sorted({name for metrics in row.values() for name in metrics})
+    return {
+        name: sum(m[name] for m in row.values() if name in m) / sum(name in m for m in row.values()) for name in names
+    }
 
 
 def _flat(row: dict[int, dict[str, float]]) -> dict[str, float]:
