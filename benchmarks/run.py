@@ -211,6 +211,25 @@ def startup_section(repeats: int) -> list[str]:
     ]
 
 
+def tasks_section(repeats: int) -> list[str]:
+    import tasks
+
+    rows = [[f"`{k}`", f"{first:.3f}", f"{again:.3f}", "met" if again < 1.0 else "**missed**"] for k, first, again in tasks.build_seconds()]
+    lm = tasks.next_token_throughput()
+    return [
+        "## Embedded tasks",
+        "",
+        "Seconds to build each task with its default options: the first build in this process (one-off imports,",
+        "the mnist1d generator before its cache exists) and the next one. Target: under a second.",
+        "",
+        markdown_table(["task", "first build s", "next build s", "target"], rows),
+        "",
+        f"Next-token training through the engine (default `causal-transformer`, batch 32 × 32 tokens, {lm['steps']} steps):",
+        f"{lm['tokens_per_s']:,.0f} tokens/s (target: at least 1,000: {'met' if lm['tokens_per_s'] >= 1000 else '**missed**'}).",
+        "",
+    ]
+
+
 def methods_section(repeats: int) -> list[str]:
     import methods as m
 
@@ -268,7 +287,7 @@ def main() -> None:
         f"{datetime.date.today().isoformat()}. Machine: {machine()}.",
         "",
     ]
-    for build in (engine_section, scaling_section, startup_section, methods_section):
+    for build in (engine_section, scaling_section, startup_section, tasks_section, methods_section):
         print(f"running {build.__name__.removesuffix('_section')} ...", file=sys.stderr, flush=True)
         sections += build(repeats)
     from engine_overhead import SCRATCH

@@ -275,3 +275,50 @@ def test_split_mnist1d_is_a_class_incremental_stream(tmp_path: Path, monkeypatch
     assert [e.classes for e in task.experiences] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
     for e in task.experiences:
         assert set(e.train.y.tolist()) == set(e.classes) and set(e.test.y.tolist()) == set(e.classes)
+
+
+# -- next-token prediction ---------------------------------------------------------------------
+LM = '[task]\nname = "next-token"\n{extra}\n[model]\nname = "causal-transformer"\n{model}\n[optimize]\nuse = "adamw"\nlr = 0.003\n'
+
+
+def test_next_token_sequences_predict_the_stream_shifted_by_one(tmp_path: Path) -> None:
+    task = _task(tmp_path, '[task]\nname = "next-token"\ntokens = 3300\nseq_len = 10\n')
+    (exp,) = task.experiences
+    assert exp.train.x.shape[1] == 10 and torch.equal(exp.train.x[:, 1:], exp.train.y[:, :-1])
+    vocabulary = task.extras["vocabulary"]
+    words = [vocabulary[i] for i in exp.train.x[0].tolist()]
+    assert all(w in vocabulary for w in words) and len(exp.test) == 30  # the last 10% of 300 sequences
+    again = _task(tmp_path, '[task]\nname = "next-token"\ntokens = 3300\nseq_len = 10\n')
+    assert torch.equal(again.experiences[0].train.x, exp.train.x)  # the grammar is seeded
+    chars = _task(tmp_path, '[task]\nname = "next-token"\nsource = "stdlib"\ntokenization = "char"\ntokens = 5000\n')
+    text = "".join(chars.extras["vocabulary"][i] for i in chars.experiences[0].train.x[0].tolist())
+    assert "json" in chars.extras["modules"] and text.isprintable() or "\n" in text
+
+
+def test_the_causal_transformer_never_looks_ahead(tmp_path: Path) -> None:
+    from paperkit.models import CausalTransformerConfig
+    from paperkit.models.causal import CausalTransformer
+    from paperkit.tasks.base import TaskInfo
+
+    info = TaskInfo(input_dim=8, num_classes=20, input_kind="tokens", vocab_size=20, seq_len=8)
+    for qk_norm in (False, True):
+        torch.manual_seed(0)
+        model = CausalTransformer(info, CausalTransformerConfig(d_model=16, heads=2, layers=2, qk_norm=qk_norm)).eval()
+        x = torch.randint(0, 20, (3, 8))
+        changed = x.clone()
+        changed[:, 5:] = (changed[:, 5:] + 1) % 20
+        a, b = model(x), model(changed)
+        assert a.shape == (3, 8, 20)
+        assert torch.allclose(a[:, :5], b[:, :5], atol=1e-6) and not torch.allclose(a[:, 5:], b[:, 5:])
+        assert len(model.hidden_states(x)) == 3 and isinstance(model.blocks[0].attn.q_norm, torch.nn.LayerNorm) == qk_norm
+
+
+def test_a_next_token_plan_learns_and_reports_perplexity(tmp_path: Path) -> None:
+    text = RUN.format(epochs=4) + LM.format(extra="tokens = 20000", model="d_model = 32\nlayers = 1")
+    plan = _plan(tmp_path, text)
+    assert [u.key for u in plan.methods if u.implicit] == ["cross-entropy", "language-model"]
+    results, _ = run_plan_text(text, tmp_path / "run", builtin_registry())
+    final, initial = results["final"], results["initial"]
+    assert results["headline"] == {"metric": "language-model/loss", "direction": "lower"}
+    assert final["language-model/loss"] < 0.8 * initial["language-model/loss"]
+    assert math.isclose(final["language-model/perplexity"], math.exp(final["language-model/loss"]), rel_tol=1e-5)

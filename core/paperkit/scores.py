@@ -75,5 +75,21 @@ def regression_scores(predictions: torch.Tensor, targets: torch.Tensor) -> dict[
     }
 
 
+def language_model_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Mean next-token cross-entropy over every position (nats), its perplexity ``exp(loss)`` and top-1 accuracy."""
+    flat, tokens = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    loss = F.cross_entropy(flat, tokens).item()
+    return {
+        "loss": loss,
+        "perplexity": float(torch.tensor(loss).exp()),
+        "accuracy": (flat.argmax(-1) == tokens).float().mean().item(),
+    }
+
+
 #: The scores of each target kind (``paperkit.spec.KINDS``), as ``ctx.evaluate`` reports them.
-SCORES = {"class": classification_scores, "multi-label": multilabel_scores, "regression": regression_scores}
+SCORES = {
+    "class": classification_scores,
+    "multi-label": multilabel_scores,
+    "regression": regression_scores,
+    "next-token": language_model_scores,
+}

@@ -128,6 +128,14 @@ KINDS: dict[str, TargetKind] = {
             "higher",
         ),
         TargetKind("regression", "float targets (B, outputs)", "mse", "regression", "regression/r2", "higher"),
+        TargetKind(
+            "next-token",
+            "the next token at every position (B, T)",
+            "cross-entropy",
+            "language-model",
+            "language-model/loss",
+            "lower",
+        ),
     )
 }
 

@@ -160,6 +160,7 @@ cross_entropy = Method(
     config=CrossEntropyConfig,
     touches=("loss",),
     honours=("target", "weight"),
+    kinds=("class", "next-token"),
 )
 mixup = Method(
     key="mixup",
@@ -211,6 +212,15 @@ regression = Method(
     implementation="paperkit.builtin.basic:Regression",
     touches=("metrics",),
     kinds=("regression",),
+)
+language_model = Method(
+    key="language-model",
+    summary="Next-token loss, perplexity and accuracy on each test set; always active on next-token tasks.",
+    paper=_TORCH,
+    hooks=("evaluate",),
+    implementation="paperkit.builtin.basic:LanguageModel",
+    touches=("metrics",),
+    kinds=("next-token",),
 )
 classification = Method(
     key="classification",

@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from paperkit import hookimpl
-from paperkit.scores import classification_scores, group_accuracies, multilabel_scores, regression_scores
+from paperkit.scores import (
+    classification_scores,
+    group_accuracies,
+    language_model_scores,
+    multilabel_scores,
+    regression_scores,
+)
 from paperkit.step import weighted_mean
 
 
@@ -36,6 +42,8 @@ class CrossEntropy:
 
     @hookimpl
     def loss(self, batch: dict, outputs: Any) -> torch.Tensor:
+        if outputs.logits.ndim == 3:  # next-token: every position is a prediction
+            return self._sequence_loss(batch, outputs.logits)
         target = batch.get("target")
         smoothing = self.config.label_smoothing
         if "weight" not in batch:  # the common case: torch's reduction, one kernel
@@ -44,6 +52,28 @@ class CrossEntropy:
             outputs.logits, batch["y"] if target is None else target, label_smoothing=smoothing, reduction="none"
         )
         return weighted_mean(losses, batch)
+
+    def _sequence_loss(self, batch: dict, logits: torch.Tensor) -> torch.Tensor:
+        """Mean over positions per sequence, then the (weighted) mean over sequences; soft targets per position."""
+        target = batch.get("target")
+        losses = F.cross_entropy(
+            logits.transpose(1, 2),
+            batch["y"] if target is None else target.transpose(1, 2),
+            label_smoothing=self.config.label_smoothing,
+            reduction="none",
+        ).mean(-1)
+        return weighted_mean(losses, batch)
+
+
+class LanguageModel:
+    """Next-token loss, perplexity and accuracy over every position of the test sequences."""
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    @hookimpl
+    def evaluate(self, data: Any) -> dict[str, float]:
+        return language_model_scores(*data.predictions())
 
 
 class Classification:

@@ -70,9 +70,30 @@ mlp_model = ModelSpec(
     MLPConfig,
 )
 cnn_model = ModelSpec("cnn", "Two-layer CNN for image tasks.", "paperkit.models.cnn:build", CNNConfig)
+
+
+@attrs.define
+class CausalTransformerConfig:
+    d_model: int = option(64, help="Embedding width.", validator=[v.ge(8), v.le(8192)])
+    heads: int = option(4, help="Attention heads (must divide d_model).", validator=v.ge(1))
+    layers: int = option(2, help="Decoder blocks.", validator=[v.ge(1), v.le(256)])
+    ff_mult: int = option(4, help="Feed-forward width as a multiple of d_model.", validator=v.ge(1))
+    dropout: float = option(0.0, help="Attention dropout.", validator=[v.ge(0.0), v.lt(1.0)])
+    qk_norm: bool = option(
+        False, help="LayerNorm of each head's queries and keys before attention (QK-norm; Dehghani et al., 2023)."
+    )
+    tie_embeddings: bool = option(False, help="The output head shares the token embedding's weights.")
+
+
 transformer_model = ModelSpec(
     "transformer",
     "Tiny pre-norm transformer encoder over tokens or feature patches.",
     "paperkit.models.transformer:build",
     TransformerConfig,
+)
+causal_transformer_model = ModelSpec(
+    "causal-transformer",
+    "Small decoder-only transformer with its own causal attention (QK-norm option) for next-token tasks.",
+    "paperkit.models.causal:build",
+    CausalTransformerConfig,
 )

@@ -149,6 +149,29 @@ class SplitMnist1dConfig(Mnist1dConfig):
 
 
 @attrs.define
+class NextTokenConfig:
+    source: Literal["grammar", "stdlib"] = option(
+        "grammar",
+        help="grammar: sentences of a seeded probabilistic grammar (the same text everywhere); "
+        "stdlib: docstrings of 20 standard-library modules (depends on the Python version).",
+        validator=v.in_(["grammar", "stdlib"]),
+    )
+    tokenization: Literal["word", "char"] = option(
+        "word",
+        help="word: the grammar's ~60 words; char: printable ASCII characters (the stdlib text's only form).",
+        validator=v.in_(["word", "char"]),
+    )
+    tokens: int = option(
+        60_000, help="Tokens in the whole stream (train and test).", validator=[v.ge(100), v.le(50_000_000)]
+    )
+    seq_len: int = option(
+        32, help="Context length T: each sample predicts T next tokens.", validator=[v.ge(2), v.le(4096)]
+    )
+    test_fraction: float = _fraction(0.1, "Fraction of the stream (its end) held out for testing.")
+    text_seed: int = option(0, help="Seed of the grammar's sampler.", validator=v.ge(0))
+
+
+@attrs.define
 class RegressionConfig:
     dataset: Literal["diabetes", "friedman1", "friedman2", "friedman3"] = option(
         "diabetes",
@@ -287,4 +310,11 @@ sequential_digits_task = TaskSpec(
     "Digits as 64-step sequences of one pixel (shape (64, 1)), optionally permuted, for sequence models.",
     "paperkit.tasks.digits:sequential_digits",
     SequentialDigitsConfig,
+)
+next_token_task = TaskSpec(
+    "next-token",
+    "Next-token prediction over a generated grammar or the standard library's docstrings; loss and perplexity.",
+    "paperkit.tasks.text:next_token",
+    NextTokenConfig,
+    kind="next-token",
 )
