@@ -322,3 +322,33 @@ def test_a_next_token_plan_learns_and_reports_perplexity(tmp_path: Path) -> None
     assert results["headline"] == {"metric": "language-model/loss", "direction": "lower"}
     assert final["language-model/loss"] < 0.8 * initial["language-model/loss"]
     assert math.isclose(final["language-model/perplexity"], math.exp(final["language-model/loss"]), rel_tol=1e-5)
+
+
+def test_image_fitting_maps_coordinates_to_the_photographs_colours(tmp_path: Path) -> None:
+    task = _task(tmp_path, '[task]\nname = "image-fitting"\nresolution = 16\n')
+    (exp,) = task.experiences
+    h, w = task.extras["shape"]
+    assert (h, w) == (16, 24) and exp.train.x.shape == (h * w, 2) and exp.train.y.shape == (h * w, 3)
+    assert exp.train.x.min() == -1 and exp.train.x.max() == 1 and exp.train.y.abs().max() <= 1
+    assert torch.equal(exp.train.x, exp.test.x)  # "fit": the signal itself is the test
+    split = _task(tmp_path, '[task]\nname = "image-fitting"\nresolution = 16\nsplit = "interpolate"\n').experiences[0]
+    assert len(split.train) == 8 * 12 and len(split.train) + len(split.test) == h * w
+    assert not set(map(tuple, split.train.x.tolist())) & set(map(tuple, split.test.x.tolist()))
+
+
+def test_partial_labels_are_masked_and_the_loss_ignores_unobserved_entries(tmp_path: Path) -> None:
+    from paperkit.builtin.basic import BinaryCrossEntropy
+    from paperkit.context import Outputs
+
+    task = _task(tmp_path, '[task]\nname = "multi-label"\nobserved_fraction = 0.5\n')
+    train = task.experiences[0].train
+    mask = train.extras["label_mask"]
+    assert abs(mask.mean().item() - 0.5) < 0.02 and torch.equal(train.y * mask, train.y)
+    logits, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.float64)
+    m = torch.tensor([[1.0, 0, 1], [1, 1, 1], [0, 0, 1], [1, 0, 0]], dtype=torch.float64)
+    loss = BinaryCrossEntropy(None).loss({"y": y, "label_mask": m}, Outputs(logits))
+    entries = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    assert torch.allclose(loss, ((entries * m).sum(-1) / m.sum(-1)).mean())
+    changed = y.clone()
+    changed[m == 0] = 1 - changed[m == 0]  # what sits under the mask does not matter
+    assert torch.allclose(BinaryCrossEntropy(None).loss({"y": changed, "label_mask": m}, Outputs(logits)), loss)

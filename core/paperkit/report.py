@@ -264,13 +264,13 @@ def write_run_report(run_dir: Path) -> Path:
             {n: {"run": [series[n]]} for n in names}, run_dir / f"steps_{slug(key)}.png", key, guides
         )
         plots.append((f"per-step values of {key}", path.name))
+    headline = (results.get("headline") or {}).get("metric", "classification/accuracy")
+    caption = "accuracy matrix" if headline == "classification/accuracy" else f"matrix of {headline}"
     if results.get("accuracy_matrix"):
         plots.append(
             (
-                "accuracy matrix",
-                plot_matrices(
-                    {"R[i][j]": results["accuracy_matrix"]}, run_dir / "accuracy_matrix.png", "accuracy matrix"
-                ).name,
+                caption,
+                plot_matrices({"R[i][j]": results["accuracy_matrix"]}, run_dir / "accuracy_matrix.png", caption).name,
             )
         )
     final = results.get("final") or {}
@@ -286,7 +286,7 @@ def write_run_report(run_dir: Path) -> Path:
     if stream:
         lines += ["## Stream metrics", "", "| metric | value |", "|---|---:|"]
         lines += [f"| {k} | {_num(v)} |" for k, v in stream.items()]
-        lines += ["", *_matrix_table(results["accuracy_matrix"]), ""]
+        lines += ["", *_matrix_table(results["accuracy_matrix"], headline), ""]
     if results.get("summary"):
         lines += [
             "## Method summaries (after_run)",
@@ -356,11 +356,12 @@ def _plot_namespace(
     return _save(fig, path)
 
 
-def _matrix_table(R: list[list[float]]) -> list[str]:
+def _matrix_table(R: list[list[float]], metric: str = "classification/accuracy") -> list[str]:
     head = "| after \\ on | " + " | ".join(f"exp {j}" for j in range(len(R[0]))) + " |"
     sep = "|---|" + "---:|" * len(R[0])
+    what = "Accuracy matrix" if metric == "classification/accuracy" else f"Matrix of {metric}"
     return [
-        "Accuracy matrix R[i][j] (row: after training on experience i; column: tested on experience j):",
+        f"{what} R[i][j] (row: after training on experience i; column: tested on experience j):",
         "",
         head,
         sep,

@@ -150,11 +150,13 @@ TARGET_HOOKS: frozenset[str] = frozenset({"loss", "regularize", "evaluate", "con
 #: batch size, so that transforms (replay, mixing, selection) can carry it along.
 BATCH_KEYS: dict[str, str] = {
     "x": "inputs, shape (B, ...)",
-    "y": "integer class labels, shape (B,)",
+    "y": "the targets, as the task kind says (KINDS): class labels (B,), multi-hot labels, regression values, next tokens",
     "index": "each sample's index in its experience's training set, shape (B,)",
     "target": "soft targets: one probability vector per sample, shape (B, classes); replaces one-hot(y) in the loss",
     "weight": "per-sample loss weights, shape (B,); the loss is mean(weight * per-sample loss)",
     "replay": "bool mask of the samples a replay method added, shape (B,)",
+    "label_mask": "multi-label: 1 where a label entry is observed, 0 where it is unknown, shape (B, labels)",
+    "env": "the training environment of each sample (multi-environment tasks), shape (B,)",
 }
 
 #: What a loss may declare it honours (``Method.honours``): the batch keys a method

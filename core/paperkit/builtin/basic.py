@@ -130,7 +130,8 @@ class MeanSquaredError:
 
 
 class BinaryCrossEntropy:
-    """Binary cross-entropy of every label's logit, averaged over labels, then over samples (weighted)."""
+    """Binary cross-entropy of every label's logit, averaged over labels (the observed ones when the batch has a
+    ``label_mask``), then over samples (weighted)."""
 
     def __init__(self, config: Any) -> None:
         pass
@@ -139,8 +140,12 @@ class BinaryCrossEntropy:
     def loss(self, batch: dict, outputs: Any) -> torch.Tensor:
         logits = outputs.logits
         target = batch.get("target", batch["y"]).to(logits.dtype)
-        losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
-        return weighted_mean(losses, batch)
+        entries = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        mask = batch.get("label_mask")
+        if mask is None:
+            return weighted_mean(entries.mean(-1), batch)
+        observed = mask.to(entries.dtype)  # partial labels: the mean over the observed entries of each sample
+        return weighted_mean((entries * observed).sum(-1) / observed.sum(-1).clamp_min(1.0), batch)
 
 
 class Naive:

@@ -172,6 +172,21 @@ class NextTokenConfig:
 
 
 @attrs.define
+class ImageFittingConfig:
+    image: Literal["china", "flower"] = option(
+        "china", help="One of scikit-learn's two bundled photographs.", validator=v.in_(["china", "flower"])
+    )
+    resolution: int = option(
+        64, help="Pixels on the image's short side after area averaging.", validator=[v.ge(4), v.le(427)]
+    )
+    split: Literal["fit", "interpolate"] = option(
+        "fit",
+        help="fit: train and test on every pixel; interpolate: train on even rows and columns, test on the rest.",
+        validator=v.in_(["fit", "interpolate"]),
+    )
+
+
+@attrs.define
 class RegressionConfig:
     dataset: Literal["diabetes", "friedman1", "friedman2", "friedman3"] = option(
         "diabetes",
@@ -211,9 +226,17 @@ class MultiLabelConfig:
         help="Long-tailed training set: the k-th most frequent label keeps ρ^(-k/(L-1)) of its samples (1: as generated).",
         validator=v.ge(1.0),
     )
+    observed_fraction: float = option(
+        1.0,
+        help="Partially labelled training set: each label entry is observed with this probability; unobserved "
+        "entries are 0 in y and 0 in batch['label_mask'] (the built-in loss ignores them).",
+        validator=[v.gt(0.0), v.le(1.0)],
+    )
     data_seed: int = option(0, help="Seed of the generator.", validator=v.ge(0))
     test_fraction: float = _fraction(0.25, "Fraction held out for testing.")
-    split_seed: int = option(0, help="Seed of the train/test split and the long-tail sub-sampling.", validator=v.ge(0))
+    split_seed: int = option(
+        0, help="Seed of the train/test split, the long-tail sub-sampling and the label mask.", validator=v.ge(0)
+    )
 
 
 @attrs.define
@@ -317,4 +340,11 @@ next_token_task = TaskSpec(
     "paperkit.tasks.text:next_token",
     NextTokenConfig,
     kind="next-token",
+)
+image_fitting_task = TaskSpec(
+    "image-fitting",
+    "Fit a bundled photograph as a function of pixel coordinates (coordinates -> RGB), or interpolate it.",
+    "paperkit.tasks.synthetic:image_fitting",
+    ImageFittingConfig,
+    kind="regression",
 )

@@ -91,11 +91,50 @@ def multi_label(config: Any) -> Task:
         train = train[long_tail_keep(y[train], config.imbalance_ratio, config.split_seed + 1)]
     x_train, x_test = _standardize(torch.log1p(x[train]), torch.log1p(x[test]))
     info = TaskInfo(input_dim=config.features, num_classes=config.labels)
+    y_train, extras = y[train], {}
+    if config.observed_fraction < 1:  # partial labels: each training entry is observed with this probability
+        generator = torch.Generator().manual_seed(config.split_seed + 2)
+        mask = (torch.rand(y_train.shape, generator=generator) < config.observed_fraction).float()
+        y_train, extras = y_train * mask, {"label_mask": mask}
     exp = Experience(
         0,
-        IndexedDataset(x_train, y[train]),
+        IndexedDataset(x_train, y_train, extras=extras),
         IndexedDataset(x_test, y[test]),
         tuple(range(config.labels)),
         "multi-label",
     )
     return Task("multi-label", info, [exp], "single", extras={"train_label_counts": y[train].sum(0)})
+
+
+def image_fitting(config: Any) -> Task:
+    """Fit an image as a function of its coordinates: ``(u, v) ∈ [-1, 1]² -> RGB ∈ [-1, 1]³`` (implicit neural
+    representations, SIREN's image experiment), on one of scikit-learn's two bundled photographs, resized by
+    area averaging to ``resolution`` pixels on its short side.
+
+    ``split = "fit"`` trains and tests on every pixel (how well the signal is represented);
+    ``"interpolate"`` trains on the pixels of even row and column and tests on the others.
+    """
+    from sklearn.datasets import load_sample_image
+
+    image = torch.tensor(load_sample_image(f"{config.image}.jpg"), dtype=torch.float32).permute(2, 0, 1) / 127.5 - 1
+    h, w = image.shape[1:]
+    size = (
+        (config.resolution, max(1, round(config.resolution * w / h)))
+        if h <= w
+        else (max(1, round(config.resolution * h / w)), config.resolution)
+    )
+    image = torch.nn.functional.adaptive_avg_pool2d(image[None], size)[0]
+    rows, cols = torch.meshgrid(torch.linspace(-1, 1, size[0]), torch.linspace(-1, 1, size[1]), indexing="ij")
+    coords = torch.stack([rows, cols], -1).reshape(-1, 2)
+    rgb = image.permute(1, 2, 0).reshape(-1, 3)
+    if config.split == "fit":
+        train = test = torch.arange(len(coords))
+    else:
+        r, c = torch.meshgrid(torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
+        even = ((r % 2 == 0) & (c % 2 == 0)).reshape(-1)
+        train, test = torch.nonzero(even).flatten(), torch.nonzero(~even).flatten()
+    info = TaskInfo(input_dim=2, num_classes=3)
+    exp = Experience(
+        0, IndexedDataset(coords[train], rgb[train], train), IndexedDataset(coords[test], rgb[test]), (), config.image
+    )
+    return Task("image-fitting", info, [exp], "single", extras={"shape": list(size)})
