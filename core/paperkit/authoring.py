@@ -176,6 +176,8 @@ def new_plugin(
         registry,
     )
     output = Path(output_dir)
+    if output.exists() and not output.is_dir():
+        raise AuthoringError(f"{output} is a file, not a directory; choose another --output")
     target = output / f"paperkit-{context['key']}"
     if target.exists():
         raise AuthoringError(f"{target} already exists; remove it or choose another --output")

@@ -556,7 +556,7 @@ def prepare_run_dir(run_dir: Path, resume: Resume, is_main: bool) -> None:
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
 class StopFlag:
-    """Ctrl-C asks the run to stop after the current step; a second Ctrl-C stops it at once.
+    """Ctrl-C or SIGTERM asks the run to stop after the current step; a second one stops it at once.
 
     Under several processes the request is shared (any process asked means all
     stop at the same step), so collective operations never wait on a process
@@ -568,23 +568,30 @@ class StopFlag:
         self.single = accelerator.num_processes == 1  # asked twice per step; Accelerate's property is not free
         self.asked = False
         self.stop = False
+        self.signal: str | None = None
         self._previous: Any = None
+
+    #: Signals that ask for a stop: Ctrl-C, and SIGTERM (what Slurm, Kubernetes and torchrun send on preemption).
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.asked:
             raise KeyboardInterrupt
         self.asked = True
+        self.signal = signal.Signals(signum).name
         if self.accelerator.is_main_process:
-            print("\nstopping after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
+            print(f"\n{self.signal}: stopping after this step ({again} to stop at once)", file=sys.stderr, flush=True)
 
     def sync(self, local_bad: bool = False) -> bool:
         """Share this process's stop request and ``local_bad`` with every process; returns whether any was bad."""

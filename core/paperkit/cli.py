@@ -43,8 +43,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from paperkit.errors import PlanError, did_you_mean
     from paperkit.registry import Registry, plugin_rows
+    from paperkit.spec import HOOKS
 
+    if args.hook is not None and args.hook not in HOOKS:
+        raise PlanError(
+            f"unknown hook '{args.hook}'{did_you_mean(args.hook, HOOKS)} (hooks: {', '.join(HOOKS)})", "--hook"
+        )
     registry = Registry()
     rows = list(plugin_rows(registry, hook=args.hook))
     if args.check:
@@ -205,6 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine, not the plan: a full disk, a read-only or vanished folder
+        if args.traceback:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"error: {where}{exc.strerror or exc} (checkpoints are written to a temporary file and renamed, so the "
+            "last one is intact; free space and continue with --resume)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

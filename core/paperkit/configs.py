@@ -8,6 +8,7 @@ an error, and every message is one line that names the key.
 from __future__ import annotations
 
 import collections.abc
+import math
 import re
 import types
 import typing
@@ -22,14 +23,24 @@ from paperkit.errors import PlanError, did_you_mean
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
+#: The largest integer a plan may hold: what torch, NumPy and the platform's C integers all accept.
+MAX_INT = 2**63 - 1
+
+
 def _strict(kind: type):
     def hook(value: Any, _type: Any) -> Any:
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
         if isinstance(value, bool) and kind is not bool:
             raise TypeError(f"expected {_TYPE_NAMES[kind]}, got {value!r}")
+        if kind is float and isinstance(value, int):
+            if abs(value) > MAX_INT:
+                raise TypeError(f"expected {_TYPE_NAMES[kind]} of a usable size, got {value}")
+            return float(value)
         if not isinstance(value, kind):
             raise TypeError(f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TypeError(f"expected a finite number, got {value}")
+        if isinstance(value, int) and abs(value) > MAX_INT:
+            raise TypeError(f"expected an integer of at most {MAX_INT}, got {value}")
         return value
 
     return hook

@@ -146,6 +146,11 @@ class Methods:
             return function(**args)
         except PaperkitError:
             raise
+        except SystemExit as exc:  # a method must not end the process: name it instead of vanishing
+            at = f" at step {step}" if step is not None else ""
+            raise HookError(
+                f"method '{key}' ({self.origins[key]}) called sys.exit({exc.code!r}) in hook '{hook}'{at}"
+            ) from None
         except Exception as exc:
             at = f" at step {step}" if step is not None else ""
             raise HookError(

@@ -88,17 +88,19 @@ def run(
     progress = progress or Progress()
     accelerator = _accelerator(plan)
     seed_everything(seed, accelerator.device)
-    run_dir = (
-        Path(resume)
-        if resume
-        else _shared_run_dir(accelerator, run_dir or new_run_dir(plan.run.output, plan.run.name, plan.variant, seed))
-    )
+    claim = resume is None and run_dir is None  # a fresh directory of our own, claimed once the plan is known good
+    run_dir = Path(resume) if resume else (run_dir or new_run_dir(plan.run.output, plan.run.name, plan.variant, seed))
     weights = Resolver(plan, seed, registry, run_dir.parent)  # files and `variant:` references (runs them first)
     init_from = weights(plan.run.init_from, f"{plan.path}: [run] init_from") if plan.run.init_from else None
     task = build_task(plan)  # user errors (task, model, methods, checkpoint) surface before anything is written
     model = build_model(plan, task, init_from)
     methods = Methods(plan, registry)
     restore = open_for_resume(run_dir, plan, seed, registry, accelerator) if resume else Resume()
+    if claim:  # atomically (mkdir), so two runs started in the same second never share a directory
+        created = new_run_dir(plan.run.output, plan.run.name, plan.variant, seed, create=accelerator.is_main_process)
+        run_dir = _shared_run_dir(accelerator, created)
+    elif not resume:
+        run_dir = _shared_run_dir(accelerator, run_dir)
     prepare_run_dir(run_dir, restore, accelerator.is_main_process)
     recorder = RunRecorder(run_dir, accelerator.is_main_process)
     progress.start_run(f"{plan.variant or plan.run.name} seed {seed}", task.num_experiences)
@@ -152,9 +154,16 @@ def run(
             if plan.run.save_model:
                 ctx.save_weights(model, "model")
                 remember(plan, seed, run_dir.parent, run_dir / "model.safetensors")
+            recorder.write_results(results)  # completed on disk before the checkpoint goes: a kill here loses nothing
             saver.remove()  # the run is complete; model.safetensors is its result
         except KeyboardInterrupt:
-            results.update(status="interrupted", incomplete=True, steps=ctx.step, checkpoint_step=saver.last_step)
+            results.update(
+                status="interrupted",
+                incomplete=True,
+                steps=ctx.step,
+                checkpoint_step=saver.last_step,
+                signal=stop.signal,
+            )
             saver.tell_how_to_resume(plan)
             raise
         except Exception as exc:
@@ -369,6 +378,10 @@ def build_model(plan: Plan, task: Task, init_from: Path | None = None) -> nn.Mod
         )
     except (ValueError, TypeError) as exc:
         raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [model]") from None
+    if not isinstance(model, nn.Module):
+        raise PlanError(
+            f"the model factory returned {type(model).__name__}, not a torch.nn.Module", f"{plan.path}: [model] name"
+        )
     if init_from is None and plan.run.init_from:
         if is_reference(plan.run.init_from):
             raise PlanError(
@@ -681,5 +694,13 @@ def _write_run_files(
             "time": manifest["started"],
             "command": " ".join(sys.argv),
             "versions": manifest["versions"],
+            "torch_threads": manifest["torch_threads"],
         }
+        before = previous.get("torch_threads")
+        if before is not None and before != manifest["torch_threads"]:  # reductions sum in another order from here on
+            print(
+                f"warning: the run used {before} torch threads, this resume uses {manifest['torch_threads']}; results "
+                "will drift from an uninterrupted run by float rounding (set OMP_NUM_THREADS to match)",
+                file=sys.stderr,
+            )
         write_json(path, {**previous, "resumes": [*previous.get("resumes", []), entry]})

@@ -59,8 +59,20 @@ class DivergenceError(PaperkitError):
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return a ``" (did you mean 'x'?)"`` suffix, or an empty string."""
+    """Return a ``" (did you mean 'x'?)"`` suffix, or an empty string.
+
+    Case and the separators ``-``/``_`` are ignored when comparing (``AdamW`` and
+    ``adam_w`` both suggest ``adamw``); an exact match modulo those wins.
+    """
     import difflib
 
-    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    options = sorted(choices)
+
+    def norm(text: str) -> str:
+        return text.lower().replace("_", "-")
+
+    folded = {norm(c): c for c in options}
+    if norm(name) in folded and folded[norm(name)] != name:
+        return f" (did you mean '{folded[norm(name)]}'?)"
+    close = difflib.get_close_matches(norm(name), list(folded), n=1, cutoff=0.6)
+    return f" (did you mean '{folded[close[0]]}'?)" if close else ""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,20 +36,46 @@ METHOD_SECTIONS: tuple[str, ...] = tuple(SECTION_HOOKS)
 TOP_LEVEL: tuple[str, ...] = ("run", "task", "model", *METHOD_SECTIONS, "variants", "study")
 
 
+#: Seeds every generator a run seeds accepts (NumPy's legacy seeding takes 32 bits).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> str | None:
+    """Why ``seed`` cannot seed a run, or ``None``."""
+    if not 0 <= seed <= MAX_SEED:
+        return f"a seed must be an integer from 0 to {MAX_SEED}, got {seed}"
+    return None
+
+
 def _seeds_valid(instance: Any, attribute: Any, value: list[int]) -> None:
     if not value:
         raise ValueError(f"'{attribute.name}' must list at least one seed")
-    if any(s < 0 for s in value):
-        raise ValueError(f"'{attribute.name}' must be >= 0: {value}")
+    bad = next((s for s in value if check_seed(s)), None)
+    if bad is not None:
+        raise ValueError(f"'{attribute.name}' must hold integers from 0 to {MAX_SEED}, got {bad}")
     if len(set(value)) != len(value):
         raise ValueError(f"'{attribute.name}' must be distinct: {value}")
+
+
+#: What a run name may hold: it becomes a directory name under run.output, so no separators, no leading dot.
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _run_name(instance: Any, attribute: Any, value: str) -> None:
+    if not RUN_NAME.match(value):
+        raise ValueError(
+            f"'{attribute.name}' must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            f"(it names a directory), got {value!r}"
+        )
 
 
 @attrs.define
 class RunConfig:
     """The ``[run]`` table: budget and bookkeeping shared by every method."""
 
-    name: str = option("run", help="Name of the run; the run directory is OUTPUT/NAME-<variant>-s<seed>-<time>.")
+    name: str = option(
+        "run", help="Name of the run; the run directory is OUTPUT/NAME-<variant>-s<seed>-<time>.", validator=_run_name
+    )
     seeds: list[int] = option(attrs.Factory(lambda: [0]), help="Seeds; each seed is one run.", validator=_seeds_valid)
     epochs: int = option(1, help="Passes over each experience's training data.", validator=v.ge(1))
     max_steps: int | None = option(
@@ -320,6 +347,13 @@ def build_plan(raw: dict[str, Any], path: Path, variant: str | None = None, regi
     variants_raw = raw.get("variants", {})
     if not isinstance(variants_raw, dict):
         raise PlanError("expected a table of variants", f"{name}: [variants]")
+    for label in variants_raw:
+        if not RUN_NAME.match(label):
+            raise PlanError(
+                "a variant name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
+                f"digit (it names run directories), got {label!r}",
+                f"{name}: [variants]",
+            )
     study = structure(StudyConfig, raw.get("study", {}), f"{name}: [study]")
     if study.baseline is not None and study.baseline not in variants_raw:
         raise PlanError(
@@ -338,9 +372,64 @@ def build_plan(raw: dict[str, Any], path: Path, variant: str | None = None, regi
     plan = Plan(path, raw, run, task, model, methods, study, variant, tuple(variants_raw))
     check_combination(plan, where)
     if variant is None:
-        for other in variants_raw:  # every variant must be valid before anything trains
-            build_plan(raw, path, variant=other, registry=registry)
+        # every variant must be valid before anything trains, and the weights they take from each other acyclic
+        others = {other: build_plan(raw, path, variant=other, registry=registry) for other in variants_raw}
+        check_reference_graph(plan, others, name)
     return plan
+
+
+def _references_in(value: Any) -> list[str]:
+    """Every ``variant:`` reference among the strings of a (nested) option value."""
+    from paperkit.references import is_reference
+
+    if isinstance(value, str):
+        return [value] if is_reference(value) else []
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _references_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in _references_in(v)]
+    return []
+
+
+def variant_references(plan: Plan) -> list[tuple[str, str]]:
+    """``(where, reference)`` for every weights reference of one plan variant: ``run.init_from`` and method options."""
+    out = [("[run] init_from", plan.run.init_from)] if plan.run.init_from and _references_in(plan.run.init_from) else []
+    for use in plan.methods:
+        if use.config is not None:
+            out += [(f"[{use.section}] {use.key}", ref) for ref in _references_in(unstructure(use.config))]
+    return out
+
+
+def check_reference_graph(base: Plan, variants: dict[str, Plan], name: str) -> None:
+    """Every reference names a variant, and no variant needs its own weights through a chain of references."""
+    from paperkit.references import check_reference, parse_reference
+
+    edges: dict[str | None, list[str]] = {}
+    for label, plan in [(None, base), *variants.items()]:
+        where = f"{name}: [variants.{label}] " if label else f"{name}: "
+        for place, ref in variant_references(plan):
+            check_reference(ref, tuple(variants), f"{where}{place}")
+            parsed = parse_reference(ref)
+            if parsed is not None:
+                edges.setdefault(label, []).append(parsed.variant)
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = trail[trail.index(node) :] + [node]
+            raise PlanError(
+                f"variants reference each other's weights in a cycle: {' -> '.join(cycle)}",
+                f"{name}: [variants.{node}]",
+            )
+        state[node] = 1
+        for target in edges.get(node, []):
+            visit(target, [*trail, node])
+        state[node] = 2
+
+    for start in variants:
+        visit(start, [])
 
 
 def _component(registry: Any, kind: str, table: Any, where: str) -> ComponentUse:

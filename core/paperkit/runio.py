@@ -44,17 +44,30 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def new_run_dir(output: str | Path, name: str, variant: str | None, seed: int) -> Path:
-    """A fresh directory; an existing one is never reused (results are never overwritten)."""
+def new_run_dir(output: str | Path, name: str, variant: str | None, seed: int, create: bool = False) -> Path:
+    """A fresh directory; an existing one is never reused (results are never overwritten).
+
+    With ``create`` the directory is claimed atomically (``mkdir`` fails when it exists), so two runs
+    started in the same second into the same folder, in two processes or on two machines sharing it,
+    never share one: the second gets the next suffix.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{name}-{variant}" if variant else name
     root = Path(output)
-    candidate = root / f"{base}-s{seed}-{stamp}"
     n = 1
-    while candidate.exists():
+    while True:
+        candidate = root / (f"{base}-s{seed}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        if not create:
+            if not candidate.exists():
+                return candidate
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                pass
         n += 1
-        candidate = root / f"{base}-s{seed}-{stamp}-{n}"
-    return candidate
 
 
 def versions(distributions: dict[str, str]) -> dict[str, str]:

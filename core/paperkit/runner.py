@@ -29,6 +29,12 @@ def run_plan_file(
     """Run ``path`` (every variant × seed unless restricted); returns the exit status."""
     from rich.console import Console
 
+    from paperkit.errors import PlanError
+    from paperkit.plan import check_seed
+
+    for seed in seeds or ():
+        if check_seed(seed):
+            raise PlanError(str(check_seed(seed)), f"--seed {seed}")
     console = Console(highlight=False)
     registry = Registry()
     overrides = [*overrides, *([f"run.output={_quote(output)}"] if output else [])]

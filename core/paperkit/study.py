@@ -278,11 +278,46 @@ def load_run(run_dir: Path) -> RunRecord:
     results = _read_results(run_dir)
     if results is None:
         raise PaperkitError(f"{run_dir}: no readable results.json")
+    problem = results_problem(results)
+    if problem:
+        raise PaperkitError(f"{run_dir / 'results.json'}: {problem}; not a results file paperkit wrote")
     manifest = _read_json(run_dir / "manifest.json") or {}
+    if not isinstance(manifest, dict):
+        raise PaperkitError(f"{run_dir / 'manifest.json'}: expected a JSON object")
     variant = results.get("variant", manifest.get("variant"))
     seed = results.get("seed", manifest.get("seed", 0))
+    if not isinstance(seed, int):
+        raise PaperkitError(f"{run_dir}: the run's seed is {seed!r}, not an integer")
     label = variant or results.get("plan") or run_dir.name
-    return RunRecord(str(label), int(seed), run_dir, results, variant)
+    return RunRecord(str(label), seed, run_dir, results, variant)
+
+
+def _numeric(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def results_problem(results: Any) -> str | None:
+    """What makes ``results`` (a parsed results.json) unusable, or ``None``: the shapes every reader relies on."""
+    if not isinstance(results, dict):
+        return "expected a JSON object"
+    for key in ("final", "initial", "summary", "per_experience"):
+        if key in results and not isinstance(results[key], dict):
+            return f"'{key}' must be an object"
+    for key in ("final", "initial"):
+        bad = next((k for k, v in (results.get(key) or {}).items() if not _numeric(v)), None)
+        if bad is not None:
+            return f"'{key}.{bad}' must be a number"
+    if "seed" in results and (not isinstance(results["seed"], int) or isinstance(results["seed"], bool)):
+        return "'seed' must be an integer"
+    for key in ("variant", "plan", "status"):
+        if results.get(key) is not None and not isinstance(results[key], str):
+            return f"'{key}' must be a string"
+    matrix = results.get("accuracy_matrix")
+    if matrix is not None and not (
+        isinstance(matrix, list) and all(isinstance(r, list) and all(_numeric(v) for v in r) for r in matrix)
+    ):
+        return "'accuracy_matrix' must be a list of lists of numbers"
+    return None
 
 
 def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], str | None]:

@@ -468,6 +468,16 @@ def cmd_compare(args: Any) -> int:
         )
     if baseline not in labels:
         baseline = None
+    if args.report:  # compare reads run directories; it never writes into one
+        target = Path(args.report).resolve()
+        inside = next(
+            (r.run_dir for r in runs if target == r.run_dir.resolve() or r.run_dir.resolve() in target.parents), None
+        )
+        if inside is not None:
+            raise PlanError(
+                f"would write into the run directory {inside}, which compare only reads; choose another folder",
+                "--report",
+            )
     summary = summarize_runs(runs, baseline, args.confidence)
     print_summary(console, summary, title=f"comparison of {len(runs)} runs")
     if args.report:
