@@ -237,9 +237,12 @@ def train_experience(
         if checkpoint or ctx.step % plan.run.log_every == 0 or ctx.experience_step == ctx.total_steps:
             check_parameters(model, ctx, methods, watched)  # never log or checkpoint diverged weights
         meter.log(ctx, optimizer, done.loss, done.terms, done.observed, state.samples)
-        if checkpoint:
+        stopping = stop.now()  # asked again: a Ctrl-C during the logging above must still get its checkpoint
+        if stopping and not checkpoint:
+            check_parameters(model, ctx, methods, watched)
+        if checkpoint or stopping:
             saver.save(model, methods, ctx, state, optimizer, scheduler)
-        if stop.now():
+        if stopping:
             raise RunInterrupted(f"stopped after step {ctx.step}")
 
 

@@ -160,36 +160,51 @@ def run_plan_file(
 def interrupt_and_resume(
     path: str | Path,
     directory: str | Path,
-    at_step: int,
+    at_step: int | None = None,
     overrides: tuple[str, ...] | list[str] = (),
     registry: Any = None,
+    after_experience: int | None = None,
 ) -> tuple[Any, Any]:
-    """Run ``path`` uninterrupted, then again with Ctrl-C after optimizer step ``at_step`` and ``--resume``;
+    """Run ``path`` uninterrupted, then again with Ctrl-C after optimizer step ``at_step`` (or at the boundary
+    after experience ``after_experience``, where the run checkpoints between experiences) and ``--resume``;
     ``(uninterrupted, resumed)`` run results, to compare (metrics and ``model.safetensors`` bit for bit)."""
     import signal
 
+    from paperkit import engine
     from paperkit import step as step_module
 
+    if (at_step is None) == (after_experience is None):
+        raise ValueError("give exactly one of at_step and after_experience")
     directory = Path(directory)
     reference = run_plan_file(path, directory / "uninterrupted", overrides, registry=registry)
-    original = step_module.TrainingStep.__call__
+    original_step, original_evaluate = step_module.TrainingStep.__call__, engine.evaluate_all
 
     def interrupting(self: Any, model: Any, batch: Any, share: float = 1.0) -> Any:
-        out = original(self, model, batch, share)
+        out = original_step(self, model, batch, share)
         if self.ctx.step == at_step and self.ctx.plan.variant is None:  # not inside a run a variant: reference starts
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: the run checkpoints after this step and stops
         return out
 
+    def evaluating(model: Any, task: Any, methods: Any, plan: Any, ctx: Any, phase: str) -> Any:
+        out = original_evaluate(model, task, methods, plan, ctx, phase)
+        if phase == "experience_end" and ctx.experience_index == after_experience and plan.variant is None:
+            signal.raise_signal(signal.SIGINT)  # between experiences: the boundary checkpoint, then the stop
+        return out
+
     step_module.TrainingStep.__call__ = interrupting  # type: ignore[method-assign]
+    engine.evaluate_all = evaluating
     try:
         try:
             run_plan_file(path, directory / "interrupted", overrides, registry=registry)
         except KeyboardInterrupt:
             pass
         else:
-            raise AssertionError(f"the run ended before step {at_step}; interrupt it earlier")
+            raise AssertionError(
+                f"the run ended before the interruption (step {at_step}, experience {after_experience})"
+            )
     finally:
-        step_module.TrainingStep.__call__ = original  # type: ignore[method-assign]
+        step_module.TrainingStep.__call__ = original_step  # type: ignore[method-assign]
+        engine.evaluate_all = original_evaluate
     (run_dir,) = (d for d in (directory / "interrupted").iterdir() if (d / "checkpoint.safetensors").exists())
     resumed = run_plan_file(path, directory / "interrupted", overrides, resume=run_dir, registry=registry)
     return reference, resumed
@@ -680,6 +695,18 @@ class ConformanceSuite:
         path.write_text(tomlwrite.dumps(raw), encoding="utf-8")
         reference, resumed = interrupt_and_resume(path, tmp_path, at_step=3, registry=self.registry())
         assert reference.results["steps"] > 3, "the smoke plan must run more than 3 steps"
+        assert_same_run(reference, resumed)
+
+    @contract("continual_step", "before_experience", "after_experience")
+    def test_interrupt_between_experiences_and_resume_is_bit_exact(self, tmp_path: Path) -> None:
+        """Ctrl-C at the boundary after the second experience of a 5-experience stream (the checkpoint between
+        experiences) and ``--resume`` end exactly like the uninterrupted run: accuracy matrix and weights."""
+        from paperkit import tomlwrite
+
+        self.require("continual_step", "before_experience", "after_experience")
+        path = tmp_path / "plan.toml"
+        path.write_text(tomlwrite.dumps(self.raw_plan(stream=True, save_model=True)), encoding="utf-8")
+        reference, resumed = interrupt_and_resume(path, tmp_path, after_experience=1, registry=self.registry())
         assert_same_run(reference, resumed)
 
     @contract()
