@@ -358,6 +358,11 @@ def build_task(plan: Plan) -> Task:
         task = factory(plan.task.config) if plan.task.config is not None else factory(**plan.task.options)
     except (ValueError, TypeError) as exc:
         raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [task]") from None
+    except (MemoryError, RuntimeError) as exc:
+        raise PlanError(
+            f"cannot build the task: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of memory'}",
+            f"{plan.path}: [task]",
+        ) from None
     if not isinstance(task, Task):
         raise PlanError(
             f"the task factory returned {type(task).__name__}, not a paperkit Task", f"{plan.path}: [task] name"
@@ -381,6 +386,11 @@ def build_model(plan: Plan, task: Task, init_from: Path | None = None) -> nn.Mod
         )
     except (ValueError, TypeError) as exc:
         raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [model]") from None
+    except (MemoryError, RuntimeError) as exc:  # sizes that cannot be allocated: name the table, not the allocator
+        raise PlanError(
+            f"cannot build the model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of memory'}",
+            f"{plan.path}: [model]",
+        ) from None
     if not isinstance(model, nn.Module):
         raise PlanError(
             f"the model factory returned {type(model).__name__}, not a torch.nn.Module", f"{plan.path}: [model] name"

@@ -28,6 +28,8 @@ def _apply(op: str, a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
 
 def modular_arithmetic(config: Any) -> Task:
     p = config.modulus
+    if config.operation == "/" and any(p % d == 0 for d in range(2, int(p**0.5) + 1)):
+        raise ValueError(f"operation '/' needs a prime modulus (b has an inverse mod p only then); {p} is not prime")
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     a, b = a.flatten(), b.flatten()
     if config.operation == "/":
