@@ -294,6 +294,12 @@ def _claims_short(record: Any, verified: dict[tuple[str, str], dict[str, Any]]) 
                      for c in claims)
 
 
+def distribution_license(distribution: str) -> str | None:
+    from paperkit.registry import distribution_license as lookup
+
+    return lookup(distribution)
+
+
 def _cite(paper: Any) -> str:
     link = f" [{paper.link}]({paper.link})" if paper.link else ""
     authors = f", {esc(paper.authors)}" if paper.authors else ""
@@ -311,7 +317,8 @@ def method_section(record: Any, verified: dict[tuple[str, str], dict[str, Any]])
         *(f"- Also published as: {_cite(other)}" for other in getattr(spec, "also", ())),
         f"- Hooks: {', '.join(f'`{h}`' for h in spec.hooks)}" + (f"; touches {', '.join(spec.touches)}" if spec.touches else "")
         + (f"; exclusive: {', '.join(spec.exclusive)}" if spec.exclusive else ""),
-        f"- Distribution: `{record.distribution}` {record.version}",
+        f"- Distribution: `{record.distribution}` {record.version}"
+        + (f", license {lic}" if (lic := getattr(spec, "license", None) or distribution_license(record.distribution)) else ""),
         f"- Plan: `use = \"{record.key}\"`", "",
     ]
     lines += ["Options:", "", *config_table(spec.config), ""]

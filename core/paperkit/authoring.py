@@ -132,7 +132,23 @@ def check_context(context: dict[str, Any], registry: Any = None) -> dict[str, An
         "year": str(check_year(context.get("year", ""))),
         "hooks": ",".join(check_hooks(str(context.get("hooks", "")))),
         "author": check_text("author", str(context.get("author", ""))),
+        "license": check_license(str(context.get("license", DEFAULT_LICENSE))),
     }
+
+
+#: The plugin's license when ``--license`` is not given: the project's own.
+DEFAULT_LICENSE = "Apache-2.0"
+SPDX_PATTERN = re.compile(r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$")
+
+
+def check_license(value: str) -> str:
+    """An SPDX license id or expression (``MIT``, ``Apache-2.0``, ``GPL-3.0-only OR MIT``)."""
+    value = value.strip()
+    if not SPDX_PATTERN.match(value):
+        raise AuthoringError(
+            f"license {value!r} is not an SPDX id or expression (e.g. 'MIT', 'Apache-2.0', 'BSD-3-Clause')"
+        )
+    return value
 
 
 # -- rendering -----------------------------------------------------------------------
@@ -169,10 +185,19 @@ def new_plugin(
     template: str | Path | None = None,
     no_input: bool = True,
     registry: Any = None,
+    license: str = DEFAULT_LICENSE,
 ) -> Path:
     """Render the template for ``key`` into ``output_dir/paperkit-<key>``; returns that directory."""
     context = check_context(
-        {"key": key, "paper_title": paper_title, "arxiv_id": arxiv_id, "year": year, "hooks": hooks, "author": author},
+        {
+            "key": key,
+            "paper_title": paper_title,
+            "arxiv_id": arxiv_id,
+            "year": year,
+            "hooks": hooks,
+            "author": author,
+            "license": license,
+        },
         registry,
     )
     output = Path(output_dir)
@@ -210,6 +235,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         output,
         args.template,
         no_input=not interactive,
+        license=args.license,
     )
     key = path.name.removeprefix("paperkit-")  # the prompts may have changed it
     print(f"created {path}")
@@ -242,6 +268,11 @@ def register_commands(sub: Any) -> None:
         "--author", default=os.environ.get("USER") or "paperkit author", help="the plugin's author (pyproject)"
     )
     p.add_argument("--output", help="directory that receives paperkit-KEY (default: plugins/ if present, else .)")
+    p.add_argument(
+        "--license",
+        default=DEFAULT_LICENSE,
+        help=f"SPDX id of the plugin's license (default {DEFAULT_LICENSE}); mind the reference code's license",
+    )
     p.add_argument(
         "--template",
         help=f"template directory or git URL (default: templates/{TEMPLATE_NAME}, installed with paperkit)",

@@ -53,24 +53,120 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         )
     registry = Registry()
     rows = list(plugin_rows(registry, hook=args.hook))
+    verdicts = _verdicts()
+    for row in rows:
+        row["verdicts"] = {claim: verdicts.get((row["key"], claim)) for claim in row["claims"]}
+    if args.search:
+        needle = args.search.lower()
+        rows = [r for r in rows if needle in " ".join((r["key"], r["paper"], r["summary"])).lower()]
+    if args.verified:
+        rows = [r for r in rows if "supported" in r["verdicts"].values()]
     if args.check:
         _deep_check(registry, rows)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    console = _console()
+    if args.long:
+        _long_listing(console, rows)
+    else:
+        _short_listing(console, rows)
+    return 0
+
+
+#: How ``paperkit plugins`` writes hooks in its one-line listing.
+HOOK_ABBREVIATIONS = {
+    "init": "init",
+    "adapt": "adapt",
+    "optimize": "opt",
+    "before_experience": "bexp",
+    "continual_step": "step",
+    "loss": "loss",
+    "regularize": "reg",
+    "after_step": "astep",
+    "after_experience": "aexp",
+    "evaluate": "eval",
+    "after_run": "arun",
+}
+
+
+def _verdicts() -> dict[tuple[str, str], str]:
+    """``{(key, claim): verdict}`` from the verification table in this folder's docs/, when there is one."""
+    from paperkit.verify import DEFAULT_TABLE
+
+    try:
+        records = json.loads(Path(DEFAULT_TABLE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(records, list):
+        return {}
+    return {
+        (r["key"], r["claim"]): r["verdict"]
+        for r in records
+        if isinstance(r, dict) and {"key", "claim", "verdict"} <= set(r)
+    }
+
+
+def _verdict_cell(verdicts: dict[str, str | None]) -> str:
+    """``2/3`` (supported of declared claims), ``-`` without claims, ``0/2?`` when none was verified here."""
+    if not verdicts:
+        return "-"
+    known = [v for v in verdicts.values() if v]
+    supported = sum(v == "supported" for v in known)
+    return f"{supported}/{len(verdicts)}" + ("" if known else "?")
+
+
+def _short_listing(console: Any, rows: list[dict[str, Any]]) -> None:
+    """One line per method at 80 columns (key, hooks, year, supported/declared claims, status); tasks and models
+    as wrapped lists of keys below."""
+    from rich.table import Table
+
+    methods = [r for r in rows if r["kind"] == "method"]
+    table = Table(title=f"paperkit methods ({len(methods)})", box=None, pad_edge=False, show_edge=False)
+    longest = max((len(r["key"]) for r in methods), default=3)
+    table.add_column("key", no_wrap=True, min_width=longest)  # keys are what users type: never cut
+    table.add_column("hooks", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("year", no_wrap=True, justify="right", min_width=4)
+    table.add_column("claims", no_wrap=True, justify="right")
+    table.add_column("status", no_wrap=True, overflow="ellipsis", max_width=12)
+    for row in methods:
+        hooks = ",".join(HOOK_ABBREVIATIONS.get(h, h) for h in row["hooks"])
+        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
+        table.add_row(row["key"], hooks, str(row["year"] or ""), _verdict_cell(row["verdicts"]), status)
+    console.print(table)
+    for kind in ("task", "model"):
+        keys = [r["key"] + ("" if r["status"] == "ok" else f" ({r['status']})") for r in rows if r["kind"] == kind]
+        if keys:
+            console.print(f"{kind}s: {', '.join(keys)}", markup=False, highlight=False, overflow="fold")
+    for row in rows:
+        if row["status"] != "ok":
+            console.print(f"  {row['key']}: {row['error']}", markup=False, highlight=False, overflow="fold")
+    console.print(
+        "claims: supported/declared (docs/verification.json); --long: papers and licenses; --search TEXT; --verified",
+        style="dim",
+        overflow="fold",
+    )
+
+
+def _long_listing(console: Any, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="paperkit plugins", show_lines=False)
-    for column in ("key", "kind", "hooks", "paper", "distribution", "status"):
+    for column in ("key", "kind", "hooks", "paper", "license", "distribution", "status"):
         table.add_column(column)
     for row in rows:
         status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]: {row['error']}"
         paper = f"{row['paper']} ({row['year']})" if row["paper"] else ""
         table.add_row(
-            row["key"], row["kind"], ", ".join(row["hooks"]), paper, f"{row['distribution']} {row['version']}", status
+            row["key"],
+            row["kind"],
+            ", ".join(row["hooks"]),
+            paper,
+            row["license"] or "",
+            f"{row['distribution']} {row['version']}",
+            status,
         )
-    _console().print(table)
-    return 0
+    console.print(table)
 
 
 def _deep_check(registry: Any, rows: list[dict[str, Any]]) -> None:
@@ -154,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed methods, tasks and models with their status")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--hook", help="only methods implementing this hook")
+    p.add_argument("--search", metavar="TEXT", help="only plugins whose key, paper title or summary contains TEXT")
+    p.add_argument(
+        "--verified", action="store_true", help="only methods with a supported claim in docs/verification.json"
+    )
+    p.add_argument("--long", action="store_true", help="a row per plugin with its paper, license and distribution")
     p.add_argument("--check", action="store_true", help="also import every implementation and validate its hooks")
     p.set_defaults(handler=cmd_plugins)
 

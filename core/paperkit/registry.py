@@ -284,11 +284,24 @@ def plugin_rows(registry: Registry, hook: str | None = None) -> Iterable[dict[st
             "key": record.key,
             "kind": record.kind,
             "hooks": hooks,
+            "summary": getattr(spec, "summary", ""),
             "paper": paper.title if paper else "",
             "arxiv": paper.arxiv if paper else None,
             "year": paper.year if paper else None,
+            "claims": [c.id for c in getattr(spec, "claims", ())],
+            "license": getattr(spec, "license", None) or distribution_license(record.distribution),
             "distribution": record.distribution,
             "version": record.version,
             "status": record.status,
             "error": record.error,
         }
+
+
+def distribution_license(distribution: str) -> str | None:
+    """The license a distribution's metadata declares (``License-Expression`` or ``License``), if any."""
+    try:
+        meta = metadata.metadata(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    value = meta["License-Expression"] or meta["License"]  # a missing field reads as None
+    return value.strip() if value and value.strip() and value.strip() != "UNKNOWN" else None

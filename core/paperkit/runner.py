@@ -126,37 +126,38 @@ def _check_output(plan: Any) -> None:
 
 
 def print_results(console: Any, results: list[tuple[str, int, Any]]) -> None:
-    """Every run as a row: final metrics, forgetting and BWT for streams, the run directory."""
+    """One row per metric (names are never cut), one column per run; runs that do not fit the terminal's width
+    continue in a further table. Then each run's status and directory, and for one stream run its matrix."""
     from rich.table import Table
 
-    table = Table(title="results")
-    table.add_column("variant")
-    table.add_column("seed", justify="right")
     names: list[str] = []
     for _l, _s, r in results:
         for name in r.results.get("final", {}):
             if name not in names:
                 names.append(name)
-    stream = any("average_accuracy" in r.results for _l, _s, r in results)
-    for name in names:
-        table.add_column(name, justify="right")
-    if stream:
-        for name in ("forgetting", "backward_transfer"):
-            table.add_column(name, justify="right")
-    table.add_column("status")
-    table.add_column("run directory")
-    for label, seed, r in results:
-        row = [label, str(seed)]
-        row += [_fmt(r.results.get("final", {}).get(n)) for n in names]
-        if stream:
-            row += [_fmt(r.results.get(n)) for n in ("forgetting", "backward_transfer")]
-        row += [r.results.get("status", "?"), str(r.run_dir.name)]
-        table.add_row(*row)
-    console.print(table)
+    names += [n for n in ("forgetting", "backward_transfer") if any(n in r.results for _l, _s, r in results)]
+    label_width = max([len(n) for n in names] + [6])
+    per_table = max(1, (console.width - label_width - 4) // 13)
+    for start in range(0, len(results), per_table):
+        chunk = results[start : start + per_table]
+        table = Table(title="results" if start == 0 else None, box=None, pad_edge=False)
+        table.add_column("metric", no_wrap=True, min_width=label_width)
+        for label, seed, _r in chunk:
+            table.add_column(f"{label}\ns{seed}", justify="right", no_wrap=True, overflow="ellipsis", max_width=12)
+        for name in names:
+            source = [r.results.get("final", {}).get(name, r.results.get(name)) for _l, _s, r in chunk]
+            table.add_row(name, *(_fmt(v) for v in source))
+        table.add_row("status", *(r.results.get("status", "?") for _l, _s, r in chunk))
+        console.print(table)
+    if len(results) > 1:
+        for label, seed, r in results:
+            console.print(f"{label} seed {seed}: {r.run_dir.name}", markup=False, highlight=False, overflow="fold")
     if len(results) == 1:
         label, seed, r = results[0]
         if "accuracy_matrix" in r.results:
-            print_matrix(console, r.results["accuracy_matrix"], f"accuracy matrix R[i][j] ({label}, seed {seed})")
+            metric = (r.results.get("headline") or {}).get("metric", "classification/accuracy")
+            what = "accuracy matrix" if metric == "classification/accuracy" else f"matrix of {metric}"
+            print_matrix(console, r.results["accuracy_matrix"], f"{what} R[i][j] ({label}, seed {seed})")
 
 
 def print_matrix(console: Any, R: list[list[float]], title: str) -> None:

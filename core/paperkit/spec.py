@@ -306,6 +306,8 @@ class Method:
     #: further papers the same method was published under (one distribution, one claim each)
     also: tuple[Paper, ...] = ()
     kinds: tuple[str, ...] | None = None
+    #: SPDX id of the plugin's license (``None``: the distribution's metadata says; see ``paperkit plugins``)
+    license: str | None = None
 
     def supports(self, kind: str) -> bool:
         """Whether the method works on a task of target kind ``kind``."""

@@ -9,6 +9,7 @@ CONTEXT = {
     "year": "{{ cookiecutter.year }}",
     "hooks": "{{ cookiecutter.hooks }}",
     "author": """{{ cookiecutter.author }}""",
+    "license": "{{ cookiecutter.license }}",
 }
 
 try:

@@ -71,6 +71,7 @@ method = Method(
     {%- if 'continual_step' in hooks %}{% set _ = touches.append("data") %}{% endif %}
     touches=({% for t in touches %}"{{ t }}"{{ ", " if not loop.last }}{% endfor %}{{ "," if touches|length == 1 }}),
     exclusive=({% if 'optimize' in hooks %}"optimizer",{% endif %}),
+    license="{{ cookiecutter.license }}",  # SPDX id; note the reference code's license in the card where it binds users
 {%- if 'loss' in hooks %}
     honours=("target", "weight"),  # the loss reads soft targets and per-sample weights (paperkit.BATCH_KEYS)
 {%- endif %}
