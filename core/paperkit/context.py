@@ -28,10 +28,13 @@ Batch = dict[str, torch.Tensor]
 
 @attrs.define
 class Outputs:
-    """The forward pass: ``logits`` always; ``features`` when the model is a Classifier."""
+    """The forward pass: ``logits`` always; ``features`` when the model is a Classifier; ``active`` in
+    task-incremental streams: the bool mask (classes,) of the classes the experience may predict (the others'
+    logits are masked to -1e9), so a loss that normalizes over classes can leave them out."""
 
     logits: torch.Tensor
     features: torch.Tensor | None = None
+    active: torch.Tensor | None = None
 
 
 @attrs.define

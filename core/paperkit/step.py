@@ -65,7 +65,7 @@ def forward(model: nn.Module, x: torch.Tensor, ctx: RunContext, experience: Expe
     if ctx.task.scenario == "task" and experience is not None:
         mask = torch.full((logits.shape[-1],), True, device=logits.device)
         mask[list(experience.classes)] = False
-        logits = logits.masked_fill(mask, -1e9)
+        return Outputs(logits.masked_fill(mask, -1e9), features, ~mask)
     return Outputs(logits, features)
 
 
