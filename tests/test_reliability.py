@@ -236,3 +236,26 @@ def test_compare_refuses_malformed_results_and_never_writes_into_a_run(tmp_path:
     code, _out, err = cli("compare", run_dir, "--report", run_dir / "report")
     assert code == 2 and "compare only reads" in err
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+class _Interrupts:
+    def __init__(self, config: object) -> None:
+        pass
+
+    @hookimpl
+    def regularize(self, model: torch.nn.Module) -> dict:
+        raise KeyboardInterrupt
+
+
+def test_a_hook_raising_keyboard_interrupt_is_recorded_with_the_method(tmp_path: Path) -> None:
+    registry = builtin_registry()
+    registry.add(Method(key="interrupts", summary="raises KeyboardInterrupt", paper=Paper("t", 2024), hooks=("regularize",),
+                        implementation=_Interrupts))
+    plan = tmp_path / "plan.toml"
+    plan.write_text(STREAM_PLAN.replace('use = "replay"\nbuffer = 64', 'use = "naive"') + '\n[regularize]\nuse = "interrupts"\n', encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        run_plan_file(plan, tmp_path / "runs", registry=registry)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted" and "method 'interrupts'" in results["interrupted_in"]
+    assert "hook 'regularize'" in results["interrupted_in"]

@@ -146,6 +146,10 @@ class Methods:
             return function(**args)
         except PaperkitError:
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C inside a hook, or a hook raising it: say where the run stopped
+            if not hasattr(exc, "paperkit_where"):
+                exc.paperkit_where = f"method '{key}' ({self.origins[key]}), hook '{hook}'"  # type: ignore[attr-defined]
+            raise
         except SystemExit as exc:  # a method must not end the process: name it instead of vanishing
             at = f" at step {step}" if step is not None else ""
             raise HookError(

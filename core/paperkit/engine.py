@@ -156,7 +156,7 @@ def run(
                 remember(plan, seed, run_dir.parent, run_dir / "model.safetensors")
             recorder.write_results(results)  # completed on disk before the checkpoint goes: a kill here loses nothing
             saver.remove()  # the run is complete; model.safetensors is its result
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             results.update(
                 status="interrupted",
                 incomplete=True,
@@ -164,6 +164,8 @@ def run(
                 checkpoint_step=saver.last_step,
                 signal=stop.signal,
             )
+            if getattr(exc, "paperkit_where", None):  # raised inside a method's hook: which one
+                results["interrupted_in"] = exc.paperkit_where  # type: ignore[attr-defined]
             saver.tell_how_to_resume(plan)
             raise
         except Exception as exc:
