@@ -298,3 +298,22 @@ def test_generators_are_per_method_reproducible_and_restored(tmp_path: Path) -> 
     restored.method = "two"
     assert torch.equal(torch.rand(3, generator=restored.generator()), expected_torch)
     assert (restored.numpy_generator("n").random(2) == expected_numpy).all()
+
+
+def test_eval_sets_give_features_and_cover_any_dataset(tmp_path: Path) -> None:
+    from paperkit.step import forward
+    from paperkit.testing import MethodHarness, smoke_plan
+
+    registry = builtin_registry()
+    harness = MethodHarness(smoke_plan("mixup", registry.get("method", "mixup")), "mixup", tmp_path, registry)
+    ctx, model = harness.context(0), harness.model(0).eval()
+    data = harness.eval_set(model, ctx)
+    features = data.features()
+    logits, targets = data.predictions()
+    exp = harness.task.experiences[0]
+    with torch.no_grad():
+        expected = forward(model, exp.test.x, ctx)
+    assert torch.allclose(features, expected.features) and torch.allclose(logits, expected.logits)
+    train = ctx.eval_set(model, exp.train)
+    assert train.split == "train" and torch.equal(train.predictions()[1], exp.train.y)
+    assert train.features().shape == (len(exp.train), expected.features.shape[1])

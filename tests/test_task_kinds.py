@@ -352,3 +352,18 @@ def test_partial_labels_are_masked_and_the_loss_ignores_unobserved_entries(tmp_p
     changed = y.clone()
     changed[m == 0] = 1 - changed[m == 0]  # what sits under the mask does not matter
     assert torch.allclose(BinaryCrossEntropy(None).loss({"y": changed, "label_mask": m}, Outputs(logits)), loss)
+
+
+def test_clean_labels_travel_with_their_samples_through_a_validation_split(tmp_path: Path) -> None:
+    task = _task(tmp_path, '[task]\nname = "digits"\nlabel_noise = 0.3\nvalidation_fraction = 0.2\n')
+    exp = task.experiences[0]
+    for part in (exp.train, exp.valid):
+        assert part is not None and "clean_y" in part.extras
+        flipped = part.extras["clean_y"] != part.y
+        assert 0.2 < flipped.float().mean().item() < 0.4
+
+
+def test_the_square_activation() -> None:
+    model = _mlp(activation="square")
+    x = torch.randn(3, 8)
+    assert torch.allclose(model.stem(x), model.stem[0](x) ** 2)

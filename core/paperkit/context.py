@@ -64,12 +64,25 @@ class EvalSet:
     _predict: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     _cache: tuple[torch.Tensor, torch.Tensor] | None = None
     split: str = "test"
+    predict_features: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+    _features: torch.Tensor | None = None
 
     def predictions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, targets) over the whole set, gathered from every process, computed once."""
         if self._cache is None:
             self._cache = self._predict()
         return self._cache
+
+    def features(self) -> torch.Tensor:
+        """The model's features (``Outputs.features``: the penultimate layer) over the whole set, in the order of
+        :meth:`predictions`, gathered from every process, computed once (with the predictions, in one pass)."""
+        if self._features is None:
+            if self.predict_features is None:
+                raise ValueError("this evaluation set was built without features")
+            logits, targets, self._features = self.predict_features()
+            if self._cache is None:
+                self._cache = (logits, targets)
+        return self._features
 
 
 @attrs.define(eq=False)
@@ -105,6 +118,8 @@ class RunContext:
     evaluator: Callable[[nn.Module, list[int]], dict[int, dict[str, float]]] | None = None
     #: set by the engine: a few training batches for data-dependent init
     batch_sampler: Callable[[int], list[Batch]] | None = None
+    #: set by the engine: builds an EvalSet over any dataset (see :meth:`eval_set`)
+    eval_set_builder: Callable[..., Any] | None = None
     #: set by the engine: turns a weights path or ``variant:`` reference into a file (see :mod:`paperkit.references`)
     weights_resolver: Callable[..., Path] | None = None
     #: the key of the method whose hook is running (set by the dispatcher before every hook call)
@@ -181,6 +196,13 @@ class RunContext:
         """Accuracy and loss of ``model`` on the test sets of ``experiences`` (all processes agree)."""
         assert self.evaluator is not None
         return self.evaluator(model, experiences)
+
+    def eval_set(self, model: nn.Module, dataset: Any, split: str = "train") -> EvalSet:
+        """An evaluation set over ``dataset`` (``ctx.experience.train``, ``.valid``, a test set), built and gathered
+        over processes exactly as the engine's own (``predictions()``, ``features()``): for methods that measure
+        on the training set (neural collapse, memorization) or calibrate on the validation set."""
+        assert self.eval_set_builder is not None
+        return self.eval_set_builder(model, dataset, split)
 
     def resolve_weights(self, value: str, where: str = "") -> Path:
         """The weights file a plan names: a path (relative to the plan file) or ``variant:NAME[@SEED|@+K]``.

@@ -118,6 +118,9 @@ def run(
                 model = adapted if adapted is not None else model
             model = accelerator.prepare(model)
             ctx.evaluator = lambda m, exps: _evaluate_accuracy(m, task, exps, plan, ctx)
+            ctx.eval_set_builder = lambda m, data, split: eval_set(
+                m, data, ctx.experience or task.experiences[0], ctx, "custom", split
+            )
             if not restore.payload:
                 state.initial = evaluate_all(model, task, methods, plan, ctx, phase="initial")
                 recorder.log({"event": "evaluation", "phase": "initial", "step": 0, "metrics": _flat(state.initial)})
@@ -560,28 +563,51 @@ def _eval_loader(experience: Experience, plan: Plan, ctx: RunContext) -> EvalBat
     return EvalBatches(experience.test, plan.run.eval_batch_size, ctx.accelerator)
 
 
-def predict(
-    model: nn.Module, loader: Any, experience: Experience, ctx: RunContext
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets over a whole test set, gathered from every process, each sample once and in order."""
+def predict(model: nn.Module, loader: Any, experience: Experience, ctx: RunContext, features: bool = False) -> Any:
+    """Logits and targets over a whole evaluation set, gathered from every process, each sample once and in order;
+    with ``features``, also the model's features (``Outputs.features``) as a third tensor."""
     was_training = model.training
     model.eval()
-    logits_all, targets_all = [], []
+    logits_all, targets_all, features_all = [], [], []
     with torch.no_grad():
         for batch in loader:
-            logits, targets = forward(model, batch["x"], ctx, experience).logits, batch["y"]
+            outputs = forward(model, batch["x"], ctx, experience)
+            parts = [outputs.logits.contiguous(), batch["y"]]
+            if features:
+                if outputs.features is None:
+                    raise ValueError("the model offers no features (it is not a paperkit Classifier)")
+                parts.append(outputs.features.contiguous())
             if ctx.accelerator.num_processes > 1:
-                logits, targets, valid = ctx.accelerator.gather((logits.contiguous(), targets, batch["valid"].long()))
-                logits, targets = logits[valid.bool()], targets[valid.bool()]
-            logits_all.append(logits.float().cpu())
-            targets_all.append(targets.cpu())
+                *parts, valid = ctx.accelerator.gather((*parts, batch["valid"].long()))
+                parts = [p[valid.bool()] for p in parts]
+            logits_all.append(parts[0].float().cpu())
+            targets_all.append(parts[1].cpu())
+            if features:
+                features_all.append(parts[2].float().cpu())
     model.train(was_training)
+    if features:
+        return torch.cat(logits_all), torch.cat(targets_all), torch.cat(features_all)
     return torch.cat(logits_all), torch.cat(targets_all)
 
 
-def _predictor(model: nn.Module, loader: Any, experience: Experience, ctx: RunContext) -> Any:
-    """``predict`` for one test set, deferred until an evaluate method asks for the predictions."""
-    return lambda: predict(model, loader, experience, ctx)
+def _predictor(model: nn.Module, loader: Any, experience: Experience, ctx: RunContext, features: bool = False) -> Any:
+    """``predict`` for one evaluation set, deferred until an evaluate method asks for the predictions."""
+    return lambda: predict(model, loader, experience, ctx, features)
+
+
+def eval_set(
+    model: nn.Module, dataset: Any, experience: Experience, ctx: RunContext, phase: str, split: str
+) -> EvalSet:
+    """An :class:`EvalSet` over any dataset (a test set, ``experience.ood[...]``, the training or validation set)."""
+    loader = EvalBatches(dataset, ctx.plan.run.eval_batch_size, ctx.accelerator)
+    return EvalSet(
+        experience,
+        loader,
+        phase,
+        _predictor(model, loader, experience, ctx),
+        split=split,
+        predict_features=_predictor(model, loader, experience, ctx, features=True),
+    )
 
 
 def evaluate_all(
@@ -598,8 +624,7 @@ def evaluate_all(
     for experience in task.experiences:
         metrics: dict[str, float] = {}
         for split, dataset in (("test", experience.test), *((f"ood:{n}", d) for n, d in experience.ood.items())):
-            loader = EvalBatches(dataset, plan.run.eval_batch_size, ctx.accelerator)
-            data = EvalSet(experience, loader, phase, _predictor(model, loader, experience, ctx), split=split)
+            data = eval_set(model, dataset, experience, ctx, phase, split)
             prefix = "" if split == "test" else f"{split}/"
             for key, out in methods.call("evaluate", model=model, data=data, ctx=ctx, step=ctx.step):
                 for name, value in (out or {}).items():

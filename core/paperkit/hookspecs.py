@@ -133,11 +133,12 @@ def regularize(model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext
 
 
 @hookspec
-def after_step(model: nn.Module, batch: Batch, ctx: RunContext) -> Mapping[str, float] | None:
+def after_step(model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext) -> Mapping[str, float] | None:
     """Observe or act after an optimizer step (periodic evaluation, buffers, statistics).
 
-    When: after every optimizer step; ``ctx.step`` is the global step count and
-    ``batch`` the final batch the step trained on.
+    When: after every optimizer step; ``ctx.step`` is the global step count,
+    ``batch`` the final batch the step trained on and ``outputs`` its forward
+    pass (computed before the step: what the loss saw; detach before keeping).
 
     Combines: all run in plan order; returned numbers are logged to
     ``metrics.jsonl`` namespaced as ``<method key>/<name>``.

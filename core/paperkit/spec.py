@@ -157,6 +157,7 @@ BATCH_KEYS: dict[str, str] = {
     "replay": "bool mask of the samples a replay method added, shape (B,)",
     "label_mask": "multi-label: 1 where a label entry is observed, 0 where it is unknown, shape (B, labels)",
     "env": "the training environment of each sample (multi-environment tasks), shape (B,)",
+    "clean_y": "the label before the core's label noise ([task] label_noise), shape (B,)",
 }
 
 #: What a loss may declare it honours (``Method.honours``): the batch keys a method

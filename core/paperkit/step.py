@@ -143,7 +143,7 @@ class TrainingStep:
         if self.scheduler is not None:
             self.scheduler.step()
         ctx.step, ctx.experience_step = step, ctx.experience_step + 1
-        observed = methods.namespaced("after_step", step, model=model, batch=batch, ctx=ctx)
+        observed = methods.namespaced("after_step", step, model=model, batch=batch, outputs=outputs, ctx=ctx)
         return StepRecord(batch, outputs, loss, terms, observed)
 
 

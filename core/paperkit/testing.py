@@ -370,6 +370,9 @@ class MethodHarness:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         ctx.batch_sampler = lambda n: engine._sample_batches(self.task.experiences[0], self.plan, seed, self.device, n)
         ctx.evaluator = lambda m, exps: engine._evaluate_accuracy(m, self.task, exps, self.plan, ctx)
+        ctx.eval_set_builder = lambda m, data, split: engine.eval_set(
+            m, data, ctx.experience or self.task.experiences[0], ctx, "custom", split
+        )
         ctx.experience = self.task.experiences[experience]
         return ctx
 
@@ -460,11 +463,9 @@ class MethodHarness:
     def eval_set(self, model: Any, ctx: Any, experience: int = 0, phase: str = "experience_end") -> Any:
         """The evaluation set the engine hands ``evaluate`` for one experience."""
         from paperkit import engine
-        from paperkit.context import EvalSet
 
         exp = self.task.experiences[experience]
-        loader = engine._eval_loader(exp, self.plan, ctx)
-        return EvalSet(exp, loader, phase, lambda: engine.predict(model, loader, exp, ctx))
+        return engine.eval_set(model, exp.test, exp, ctx, phase, "test")
 
 
 def _accelerator(plan: Any) -> Any:
@@ -1068,7 +1069,18 @@ class ConformanceSuite:
         names = {n for r in records for n in r if n.startswith(f"{self.name}/")}
         for record in records:
             _assert_numbers({k: v for k, v in record.items() if k in names}, "after_step")
-        out = methods.call_one(self.name, "after_step", ctx.step, model=model, ctx=ctx)
+        from paperkit.step import forward
+
+        batch = h.batch()
+        out = methods.call_one(
+            self.name,
+            "after_step",
+            ctx.step,
+            model=model,
+            batch=batch,
+            outputs=forward(model, batch["x"], ctx),
+            ctx=ctx,
+        )
         _assert_numbers(out, "after_step")
 
     @contract("after_run")
@@ -1130,7 +1142,17 @@ class ConformanceSuite:
                     f"step {step}: 'probe' rows no longer match their samples"
                 )
             if "after_step" in spec.hooks:
-                methods.call_one(self.name, "after_step", step, model=model, batch=out, ctx=ctx)
+                from paperkit.step import forward
+
+                methods.call_one(
+                    self.name,
+                    "after_step",
+                    step,
+                    model=model,
+                    batch=out,
+                    outputs=forward(model, out["x"], ctx),
+                    ctx=ctx,
+                )
 
     @contract("continual_step", "before_experience", "after_experience")
     def test_continual_state_saved_and_restored(self, tmp_path: Path) -> None:

@@ -20,11 +20,11 @@ from paperkit.spec import ModelSpec, option
 class MLPConfig:
     depth: int = option(2, help="Hidden layers (blocks) between the input layer and the head.", validator=v.ge(0))
     width: int = option(128, help="Hidden width.", validator=v.ge(1))
-    activation: Literal["relu", "tanh", "gelu", "identity", "maxout", "sine"] = option(
+    activation: Literal["relu", "tanh", "gelu", "identity", "maxout", "sine", "square"] = option(
         "relu",
         help="Nonlinearity. maxout: the max over maxout_pieces linear units (Goodfellow et al., 2013); "
-        "sine: sin(sine_w0·x), SIREN's (Sitzmann et al., 2020).",
-        validator=v.in_(["relu", "tanh", "gelu", "identity", "maxout", "sine"]),
+        "sine: sin(sine_w0·x), SIREN's (Sitzmann et al., 2020); square: x², the grokking papers' quadratic unit.",
+        validator=v.in_(["relu", "tanh", "gelu", "identity", "maxout", "sine", "square"]),
     )
     maxout_pieces: int = option(2, help="Linear pieces per maxout unit (k).", validator=[v.ge(2), v.le(64)])
     sine_w0: float = option(30.0, help="ω0 of the sine activation (SIREN's 30).", validator=v.gt(0.0))

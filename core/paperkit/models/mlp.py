@@ -54,7 +54,14 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
         return torch.cat([super(GhostBatchNorm1d, self).forward(chunk) for chunk in x.split(self.virtual)])
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}
+class Square(nn.Module):
+    """``x²``, the quadratic activation of the grokking literature (Gromov, 2023; Doshi et al., 2024)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity, "square": Square}
 
 
 def _activation(config: Any) -> nn.Module:

@@ -173,8 +173,9 @@ def apply_task_options(task: Task, options: Any, kind: str) -> Task:
                 task.extras.get("asymmetric_pairs"),
             )
             clean[e.index] = e.train.y
-            e.train = e.train.subset(torch.arange(len(e.train)), y=noisy)
-        task.extras["clean_labels"] = clean
+            # the clean label travels with each sample (batch["clean_y"]), so it stays aligned after any split
+            e.train = IndexedDataset(e.train.x, noisy, e.train.index, {**e.train.extras, "clean_y": e.train.y})
+        task.extras["clean_labels"] = clean  # per experience, before the validation hold-out below
     if options.validation_fraction:
         for e in task.experiences:
             e.train, e.valid = hold_out(
