@@ -115,11 +115,15 @@ def _string_for_collection(cls: type, options: dict[str, Any], prefix: str = "")
             if typing.get_origin(tp) in (typing.Union, types.UnionType)
             else [tp]
         )
-        if any(typing.get_origin(a) in _COLLECTIONS or a in _COLLECTIONS for a in args) and isinstance(
-            value, (str, dict)
-        ):
+        collection = any(typing.get_origin(a) in _COLLECTIONS or a in _COLLECTIONS for a in args)
+        if collection and isinstance(value, (str, dict, int, float)):
             if not any(isinstance(a, type) and isinstance(value, a) for a in args):
                 return (prefix + field.name, f"expected a list, got {_describe(value)}")
+        fixed = [typing.get_args(a) for a in args if typing.get_origin(a) is tuple]
+        fixed = [t for t in fixed if t and t[-1] is not Ellipsis]
+        if fixed and isinstance(value, list) and all(len(value) != len(t) for t in fixed):
+            wanted = " or ".join(str(len(t)) for t in fixed)
+            return (prefix + field.name, f"expected a list of {wanted} values, got {len(value)}: {value}")
         for a in args:
             if isinstance(a, type) and attrs.has(a) and isinstance(value, dict):
                 found = _string_for_collection(a, value, f"{prefix}{field.name}.")
@@ -142,7 +146,12 @@ def _walk(exc: BaseException, cls: type | None, prefix: str) -> tuple[str, str]:
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         for inner in exc.exceptions:
             name = _note_name(inner)
-            return _walk(inner, _field_type(cls, name), f"{prefix}{name}." if name else prefix)
+            if not name:
+                return _walk(inner, None, prefix)
+            nested = (
+                f"{prefix.rstrip('.')}{name}." if name.startswith("[") else f"{prefix}{name}."
+            )  # betas[0], not betas.[0]
+            return _walk(inner, _field_type(cls, name), nested)
     # attrs' in_ validator raises ValueError(message, attribute, options, value): keep the message
     text = exc.args[0] if len(exc.args) > 1 and isinstance(exc.args[0], str) else str(exc)
     message = text.splitlines()[0] if text else type(exc).__name__
@@ -164,7 +173,7 @@ def _note_name(exc: BaseException) -> str:
         name = getattr(note, "name", None)
         if name is None:
             index = getattr(note, "index", None)
-            if index is not None:
+            if isinstance(index, int):  # a plain string note has a str.index method, not a position
                 return f"[{index}]"
             continue
         return str(name)
