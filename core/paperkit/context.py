@@ -75,7 +75,8 @@ class EvalSet:
 
     def features(self) -> torch.Tensor:
         """The model's features (``Outputs.features``: the penultimate layer) over the whole set, in the order of
-        :meth:`predictions`, gathered from every process, computed once (with the predictions, in one pass)."""
+        :meth:`predictions`, gathered from every process, computed once; asked before the predictions, one pass
+        gives both, asked after them, it takes a second pass."""
         if self._features is None:
             if self.predict_features is None:
                 raise ValueError("this evaluation set was built without features")

@@ -9,11 +9,7 @@ from torch import nn
 
 from paperkit import hookimpl
 from paperkit.context import Optimization
-
-
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters with ``requires_grad`` (adapters freeze the rest)."""
-    return [p for p in model.parameters() if p.requires_grad]
+from paperkit.step import trainable
 
 
 class SGD:

@@ -91,9 +91,7 @@ def test_sgdp_matches_pytorch_optimizer_bit_for_bit(nesterov: bool, weight_decay
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_authors_numerics_match_the_authors_package(nesterov: bool) -> None:
     """numerics='authors' is clovaai/AdamP 0.3.0 (pip `adamp`) bit for bit, for both optimizers."""
-    # The `adamp` package is in this plugin's test extra; scripts/install-dev.sh installs plugins without their
-    # extras, so where it is absent the same arithmetic is still pinned against torch below.
-    authors = pytest.importorskip("adamp")
+    import adamp as authors  # the plugin's test extra; scripts/install-dev.sh installs it, so this never skips
     a = _trajectory(lambda ps: AdamP(ps, lr=1e-2, weight_decay=0.1, nesterov=nesterov, numerics="authors"))
     b = _trajectory(lambda ps: authors.AdamP(ps, lr=1e-2, weight_decay=0.1, nesterov=nesterov))
     assert _max_diff(a, b) == 0.0
