@@ -109,6 +109,42 @@ def orthograd_vs_pytorch_optimizer(repeats: int = 7) -> dict[str, float]:
                           HIDDEN + [(10, 128)], repeats=repeats)
 
 
+SAM_DESCRIPTION = "an MLP 256→512→512→10 on a batch of 256, SGD with momentum as the base; one SAM step (two forward and backward passes)"
+
+
+def sam_vs_pytorch_optimizer(repeats: int = 7, steps: int = 3) -> dict[str, float]:
+    """The built-in ``sam`` (the engine's wrapper around SGD) against pytorch-optimizer's ``SAM`` with the same base."""
+    import pytorch_optimizer as po
+    from paperkit.builtin.sharpness import SAM
+
+    def side(make: Callable[[nn.Module], Any]) -> tuple[Callable[[], None], Any]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+        optimizer = make(model)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(256, 256, generator=g), torch.randint(0, 10, (256,), generator=g)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        def step() -> None:
+            for _ in range(steps):
+                closure()
+                optimizer.step(closure)
+
+        return step, optimizer
+
+    ours, opt_a = side(lambda m: SAM(torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), rho=0.05))
+    reference, opt_b = side(lambda m: po.SAM(m.parameters(), torch.optim.SGD, rho=0.05, lr=0.05, momentum=0.9))
+    timing = interleaved(ours, reference, repeats)
+    return {"ours_ms": 1e3 * timing["a_s"] / steps, "reference_ms": 1e3 * timing["b_s"] / steps,
+            "time_ratio": timing["ratio"], "ours_state_mb": state_bytes(opt_a) / 2**20,
+            "reference_state_mb": state_bytes(opt_b) / 2**20}
+
+
 def _linear_pair(features: int, rank: int) -> tuple[nn.Module, nn.Module, nn.Module]:
     """(ours, PEFT's, plain base) for one ``features x features`` linear layer with a rank-``rank`` PiSSA adapter."""
     import peft

@@ -245,6 +245,12 @@ def methods_section(repeats: int) -> list[str]:
         rows.append([label, reference, f"{r['ours_ms']:.2f}", f"{r['reference_ms']:.2f}", _pct(r["time_ratio"] - 1),
                      f"{r['ours_state_mb']:.2f} / {r['reference_state_mb']:.2f}", _verdict(r["time_ratio"] - 1, METHOD_TARGET)])
     optim_table = markdown_table(["ours", "reference", "ours ms/step", "reference ms/step", "time", "state MiB (ours / ref.)", "target"], rows)
+    s = m.sam_vs_pytorch_optimizer(repeats=repeats)
+    sam_table = markdown_table(
+        ["ours", "reference", "ours ms/step", "reference ms/step", "time", "state MiB (ours / ref.)", "target"],
+        [["`sam` around SGD (the closure step)", "pytorch-optimizer `SAM(SGD)`", f"{s['ours_ms']:.2f}", f"{s['reference_ms']:.2f}",
+          _pct(s["time_ratio"] - 1), f"{s['ours_state_mb']:.2f} / {s['reference_state_mb']:.2f}",
+          _verdict(s["time_ratio"] - 1, METHOD_TARGET)]])
     p = m.pissa_vs_peft(repeats=repeats)
     layer_rows = [
         ["`pissa` adapter (unmerged), forward + backward", "PEFT LoRA layer, `init_lora_weights=\"pissa\"`", f"{p['adapted_ours_ms']:.2f}",
@@ -259,6 +265,10 @@ def methods_section(repeats: int) -> list[str]:
         "gradients, median over interleaved repeats of 3 steps. State is the optimizer's tensors after those steps.",
         "",
         optim_table,
+        "",
+        f"SAM: {m.SAM_DESCRIPTION}; the same closure on both sides, median over interleaved repeats of 3 steps.",
+        "",
+        sam_table,
         "",
         f"Adapters: {m.LAYER_DESCRIPTION}.",
         "",

@@ -149,9 +149,9 @@ def test_two_loss_replacements_conflict(tmp_path):
             return outputs.logits.sum()
 
     reg = builtin_registry()
-    reg.add(Method(key="l1", summary="", paper=PAPER, hooks=("loss",), implementation=Loss))
-    reg.add(Method(key="l2", summary="", paper=PAPER, hooks=("loss",), implementation=Loss))
-    text = DIGITS_PLAN + "\n[[regularize]]\nuse = 'l1'\n[[regularize]]\nuse = 'l2'\n"
+    reg.add(Method(key="loss-a", summary="", paper=PAPER, hooks=("loss",), implementation=Loss))
+    reg.add(Method(key="loss-b", summary="", paper=PAPER, hooks=("loss",), implementation=Loss))
+    text = DIGITS_PLAN + "\n[[regularize]]\nuse = 'loss-a'\n[[regularize]]\nuse = 'loss-b'\n"
     with pytest.raises(PlanError, match="both claim the loss exclusively"):
         load_plan(tmp_path / "p.toml", text=text, registry=reg)
 

@@ -68,6 +68,16 @@ _LAZY: dict[str, str] = {
     "wrap_low_rank": "paperkit.adapters",
     "adapter_layers": "paperkit.adapters",
     "merge_and_unload": "paperkit.adapters",
+    # second models
+    "Teacher": "paperkit.teachers",
+    "EMA": "paperkit.teachers",
+    # derivatives and inspection
+    "hvp": "paperkit.derivatives",
+    "hutchinson_trace": "paperkit.derivatives",
+    "per_sample_gradients": "paperkit.derivatives",
+    "parameter_jacobian": "paperkit.derivatives",
+    "capture": "paperkit.capture",
+    "Captured": "paperkit.capture",
     # weights on disk
     "save_weights": "paperkit.weights",
     "load_weights": "paperkit.weights",
@@ -119,10 +129,13 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
         wrap_low_rank,
     )
     from paperkit.builtin.reservoir import Replay, ReservoirBuffer, join_replay
+    from paperkit.capture import Captured, capture
     from paperkit.context import Batch, EvalSet, Optimization, Outputs, RunContext
+    from paperkit.derivatives import hutchinson_trace, hvp, parameter_jacobian, per_sample_gradients
     from paperkit.models.base import Classifier
     from paperkit.models.cnn import CNN
     from paperkit.models.mlp import MLP
     from paperkit.step import forward, per_sample_targets, trainable, unwrapped, weighted_mean
     from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo
+    from paperkit.teachers import EMA, Teacher
     from paperkit.weights import load_weights, read_weights, save_weights

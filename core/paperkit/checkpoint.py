@@ -78,6 +78,8 @@ class RunState:
     elapsed: float = 0.0
     initial: dict[int, dict[str, float]] = attrs.Factory(dict)
     rows: list[dict[int, dict[str, float]]] = attrs.Factory(list)
+    #: ``[method key, step]`` of every ``grow`` that changed the model, in order (replayed on ``--resume``)
+    grown: list[list[Any]] = attrs.Factory(list)
 
     @property
     def next_experience(self) -> int:
@@ -336,6 +338,24 @@ class Resume:
         ctx.step, ctx.experience_step = position["step"], position["experience_step"]
         set_rng_state(mine["rng"])  # last: nothing may draw between here and the next step
         self.applied = True
+
+    def regrow(self, model: Any, methods: Any, ctx: Any) -> Any:
+        """The freshly built ``model`` grown as the checkpointed one was: every recorded ``grow`` call again, at
+        its step, with ``ctx.replaying`` set (the weights themselves come from the checkpoint afterwards)."""
+        grown = self.payload["position"].get("grown", []) if self.payload else []
+        ctx.replaying = True
+        try:
+            for key, step in grown:
+                ctx.step = step
+                out = methods.call_one(key, "grow", step, model=model, ctx=ctx)
+                if out is None:
+                    raise CheckpointError(
+                        f"method '{key}' grew the model at step {step}, but did not grow it again on --resume"
+                    )
+                model = out
+        finally:
+            ctx.replaying = False
+        return model
 
     def at_boundary(self, model: Any, methods: Any, ctx: Any) -> None:
         if not self.payload or self.applied:

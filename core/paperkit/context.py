@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from paperkit.plan import Plan
     from paperkit.tasks.base import Experience, Task
+    from paperkit.teachers import Teacher
 
 #: A training batch: a dict of tensors whose first dimension is the batch size.
 #: Always ``x`` (inputs), ``y`` (integer labels) and ``index`` (each sample's index
@@ -45,11 +46,30 @@ class Optimization:
     a multiplier of every group's base learning rate at optimizer step ``step``
     of the experience (factors multiply). ``grad_transform(model)``: edits
     ``.grad`` in place after backward and before the step (transforms chain).
+
+    The parts below cost nothing when no method sets them:
+
+    ``param_rule(name, parameter)``: multipliers of the optimizer's group
+    hyperparameters for one parameter (``{"lr": 0.5, "weight_decay": 0.0}``),
+    whatever optimizer the plan uses; the engine splits the optimizer's groups
+    by the multipliers before the first step (rules of several methods multiply).
+    ``wrap(optimizer)``: an optimizer around the plan's optimizer (SAM's ascent
+    around any base step); wrappers nest in plan order. ``closure``: the
+    optimizer's ``step`` takes a closure that re-evaluates the loss on the same
+    batch (see :meth:`paperkit.step.TrainingStep.closure`). ``term_gradients``:
+    receives the gradient of every named loss term separately (``{"loss": [...],
+    "<key>/<term>": [...]}``, one tensor per trainable parameter, averaged over
+    processes) and returns the gradients to step with (gradient surgery; one
+    method per plan).
     """
 
     optimizer: torch.optim.Optimizer | None = None
     lr_factor: Callable[[int], float] | None = None
     grad_transform: Callable[[nn.Module], None] | None = None
+    param_rule: Callable[[str, nn.Parameter], Mapping[str, float]] | None = None
+    wrap: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None
+    closure: bool = False
+    term_gradients: Callable[[dict[str, list[torch.Tensor]]], list[torch.Tensor]] | None = None
 
 
 @attrs.define(eq=False)
@@ -123,8 +143,15 @@ class RunContext:
     eval_set_builder: Callable[..., Any] | None = None
     #: set by the engine: turns a weights path or ``variant:`` reference into a file (see :mod:`paperkit.references`)
     weights_resolver: Callable[..., Path] | None = None
+    #: set by the engine: builds the frozen model a weights reference names (see :meth:`teacher`)
+    teacher_builder: Callable[[str, str], nn.Module] | None = None
     #: the key of the method whose hook is running (set by the dispatcher before every hook call)
     method: str | None = None
+    #: true while a closure step re-evaluates the loss on the same batch: ``loss`` and ``regularize`` run
+    #: again, and a method that updates state in them (per-sample targets, running statistics) skips that
+    reevaluating: bool = False
+    #: true while ``--resume`` replays the ``grow`` calls that shaped the checkpointed model
+    replaying: bool = False
     _generators: dict[str, Any] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
@@ -218,6 +245,24 @@ class RunContext:
 
             self.weights_resolver = Resolver(self.plan, self.seed, Registry(), Path(self.run_dir).parent)
         return self.weights_resolver(value, where)
+
+    def teacher(self, weights: str | list[str], where: str = "", cache: bool = False) -> Teacher:
+        """A frozen model to learn from: the weights ``weights`` names (a path, or ``variant:NAME[@SEED|@+K]``:
+        that variant of this plan, run first, built from *its* plan, so a teacher may be wider or deeper), in
+        evaluation mode on the run's device, without gradients. Several references give their averaged
+        prediction (an ensemble). ``cache`` keeps each training sample's logits by ``batch["index"]``: right
+        for a fixed teacher on inputs that no transform changes from epoch to epoch.
+        """
+        from paperkit.teachers import Teacher
+
+        if self.teacher_builder is None:  # outside the engine (test harnesses): the engine's own rules
+            from paperkit.teachers import teacher_builder
+
+            self.teacher_builder = teacher_builder(self)
+        names = [weights] if isinstance(weights, str) else list(weights)
+        if not names:
+            raise ValueError("a teacher needs at least one weights reference")
+        return Teacher([self.teacher_builder(name, where) for name in names], self, cache)
 
     def save_weights(self, model: nn.Module, name: str) -> Path | None:
         """Write ``<run_dir>/<name>.safetensors`` from the main process; returns the path there."""

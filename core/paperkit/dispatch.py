@@ -87,6 +87,16 @@ class Methods:
             return []
         return [(key, self._invoke(key, hook, function, names, step, kwargs)) for key, function, names in callers]
 
+    def implements(self, hook: str) -> bool:
+        """Whether any method of the plan implements ``hook`` (the engine skips what no method uses)."""
+        _known(hook)
+        return bool(self._callers.get(hook))
+
+    def implementing(self, hook: str) -> list[str]:
+        """The keys of the methods implementing ``hook``, in plan order."""
+        _known(hook)
+        return [key for key, _f, _n in self._callers.get(hook, ())]
+
     def call_one(self, key: str, hook: str, step: int | None = None, **kwargs: Any) -> Any:
         """Call ``hook`` on method ``key`` alone (the test kit checks one method's contract this way)."""
         _known(hook)
@@ -202,14 +212,22 @@ def _known(hook: str) -> None:
 
 
 def combine_optimization(results: list[tuple[str, Optimization | None]]) -> Optimization:
-    """Exactly one optimizer (the plan check guarantees it); lr factors multiply; transforms chain in plan order."""
+    """Exactly one optimizer (the plan check guarantees it); lr factors and parameter multipliers multiply;
+    gradient transforms chain and optimizer wrappers nest in plan order; a closure step if any method asks for
+    one; per-term gradients for at most one method."""
     from paperkit.context import Optimization
 
-    optimizers = [(k, r.optimizer) for k, r in results if r is not None and r.optimizer is not None]
+    parts = [(k, r) for k, r in results if r is not None]
+    optimizers = [(k, r.optimizer) for k, r in parts if r.optimizer is not None]
     if len(optimizers) > 1:
         raise PlanError(f"methods {', '.join(repr(k) for k, _ in optimizers)} each returned an optimizer; keep one")
-    factors = [r.lr_factor for _k, r in results if r is not None and r.lr_factor is not None]
-    transforms = [r.grad_transform for _k, r in results if r is not None and r.grad_transform is not None]
+    surgeons = [(k, r.term_gradients) for k, r in parts if r.term_gradients is not None]
+    if len(surgeons) > 1:
+        raise PlanError(f"methods {', '.join(repr(k) for k, _ in surgeons)} each combine per-term gradients; keep one")
+    factors = [r.lr_factor for _k, r in parts if r.lr_factor is not None]
+    transforms = [r.grad_transform for _k, r in parts if r.grad_transform is not None]
+    rules = [r.param_rule for _k, r in parts if r.param_rule is not None]
+    wrappers = [r.wrap for _k, r in parts if r.wrap is not None]
 
     def lr_factor(step: int) -> float:
         return math.prod(f(step) for f in factors)
@@ -218,8 +236,24 @@ def combine_optimization(results: list[tuple[str, Optimization | None]]) -> Opti
         for t in transforms:
             t(model)
 
+    def param_rule(name: str, parameter: Any) -> dict[str, float]:
+        combined: dict[str, float] = {}
+        for rule in rules:
+            for hyper, factor in rule(name, parameter).items():
+                combined[hyper] = combined.get(hyper, 1.0) * factor
+        return combined
+
+    def wrap(optimizer: Any) -> Any:
+        for w in wrappers:
+            optimizer = w(optimizer)
+        return optimizer
+
     return Optimization(
         optimizers[0][1] if optimizers else None,
         (factors[0] if len(factors) == 1 else lr_factor) if factors else None,
         (transforms[0] if len(transforms) == 1 else grad_transform) if transforms else None,
+        param_rule if rules else None,
+        wrap if wrappers else None,
+        any(r.closure for _k, r in parts),
+        surgeons[0][1] if surgeons else None,
     )

@@ -61,8 +61,15 @@ from paperkit.progress import Progress
 from paperkit.references import Resolver, is_reference, remember, resolve_path
 from paperkit.runio import RunRecorder, new_run_dir, versions, write_json
 from paperkit.spec import KINDS, resolve
-from paperkit.step import TrainingStep, forward, scheduler_for, unwrapped  # noqa: F401  (forward, unwrapped: older plugins import them from here)
+from paperkit.step import (  # noqa: F401  (forward, unwrapped: older plugins import them from here)
+    TrainingStep,
+    build_optimizer,
+    forward,
+    scheduler_for,
+    unwrapped,
+)
 from paperkit.tasks.base import Experience, IndexedDataset, Task, apply_task_options
+from paperkit.teachers import teacher_builder
 
 #: The headline metric of class tasks (other kinds: ``paperkit.spec.KINDS``).
 ACCURACY = KINDS["class"].headline
@@ -106,6 +113,7 @@ def run(
     progress.start_run(f"{plan.variant or plan.run.name} seed {seed}", task.num_experiences)
     ctx = RunContext(accelerator, plan, seed, task, run_dir)
     ctx.weights_resolver = weights
+    ctx.teacher_builder = teacher_builder(ctx)
     ctx.batch_sampler = lambda n: _sample_batches(task.experiences[0], plan, seed, accelerator.device, n)
     _write_run_files(recorder, plan, seed, registry, accelerator, restore)
     state, saver = restore.state, Checkpointer(run_dir, plan, seed, registry, accelerator, restore)
@@ -116,7 +124,7 @@ def run(
             methods.call("init", model=model, ctx=ctx)
             for _key, adapted in methods.call("adapt", model=model, ctx=ctx):
                 model = adapted if adapted is not None else model
-            model = accelerator.prepare(model)
+            model = accelerator.prepare(restore.regrow(model, methods, ctx))  # a model that grew: its shape again
             ctx.evaluator = lambda m, exps: _evaluate_accuracy(m, task, exps, plan, ctx)
             ctx.eval_set_builder = lambda m, data, split: eval_set(
                 m, data, ctx.experience or task.experiences[0], ctx, "custom", split
@@ -127,7 +135,9 @@ def run(
             restore.at_boundary(model, methods, ctx)  # a checkpoint taken between experiences
             for experience in task.experiences[state.next_experience :]:
                 ctx.experience = experience
-                train_experience(model, experience, methods, plan, ctx, state, saver, stop, restore, recorder, progress)
+                model = train_experience(
+                    model, experience, methods, plan, ctx, state, saver, stop, restore, recorder, progress
+                )
                 methods.call("after_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)
                 state.rows.append(evaluate_all(model, task, methods, plan, ctx, phase="experience_end"))
                 recorder.log(
@@ -200,8 +210,11 @@ def train_experience(
     restore: Resume,
     recorder: RunRecorder,
     progress: Progress,
-) -> None:
-    """Train on one experience: every hook of a training step, in order, then the checkpoint."""
+) -> nn.Module:
+    """Train on one experience: every hook of a training step, in order, then the checkpoint.
+
+    Returns the model, which is a new one when a method grew it (see :func:`grow`).
+    """
     accelerator = ctx.accelerator
     loader = TrainBatches(experience.train, plan, ctx.seed, experience.index, accelerator)
     ctx.train_loader, ctx.steps_per_epoch = loader, len(loader)
@@ -213,29 +226,24 @@ def train_experience(
         r for _k, r in methods.call("before_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)
     ]
     if not plan.run.train or False in wants_training or optimization.optimizer is None:
-        return restore.check_applied(experience.index)
-    optimizer = accelerator.prepare(optimization.optimizer)
-    stepped = plain_optimizer(optimizer, accelerator)  # what the loop zeroes and steps, decided once
-    # on the optimizer the loop steps, so it counts those steps
-    scheduler = scheduler_for(stepped, optimization.lr_factor)
-    restore.in_experience(model, optimizer, scheduler, methods, ctx)  # a checkpoint taken inside this experience
+        restore.check_applied(experience.index)
+        return model
+    watched = floating_parameters(model)
+    guard = lambda total: check_loss(total, ctx, methods, stop, model, watched)  # noqa: E731  (also shares a Ctrl-C)
+    step, optimizer = training_step(model, optimization, methods, ctx, guard)
+    restore.in_experience(model, optimizer, step.scheduler, methods, ctx)  # a checkpoint taken inside this experience
     progress.start_experience(experience.index, ctx.total_steps)
     meter = StepLog(recorder, progress, plan.run.log_every)
     model.train()
-    watched = floating_parameters(model)
-    world = accelerator.num_processes
-    step = TrainingStep(
-        methods,
-        ctx,
-        stepped,
-        scheduler,
-        optimization.grad_transform,
-        plan.run.grad_clip,
-        guard=lambda total: check_loss(total, ctx, methods, stop, model, watched),
-    )  # also shares a pending Ctrl-C
+    world, grows = accelerator.num_processes, methods.implements("grow")
     for epoch, batch, share in loader.steps(ctx.experience_step, ctx.total_steps):
         ctx.epoch = epoch
         done = step(model, batch, share)
+        if grows and (grown := grow(model, methods, ctx, state, recorder)) is not None:
+            model, watched = grown, floating_parameters(grown)  # and a new optimizer for the new parameters:
+            step, optimizer = training_step(
+                model, methods.optimization(ctx.step, model=model, ctx=ctx), methods, ctx, guard
+            )
         state.step, state.experience_step = ctx.step, ctx.experience_step
         state.samples += done.batch["y"].shape[0] * world
         checkpoint = stop.now() or saver.due(ctx)
@@ -246,9 +254,67 @@ def train_experience(
         if stopping and not checkpoint:
             check_parameters(model, ctx, methods, watched)
         if checkpoint or stopping:
-            saver.save(model, methods, ctx, state, optimizer, scheduler)
+            saver.save(model, methods, ctx, state, optimizer, step.scheduler)
         if stopping:
             raise RunInterrupted(f"stopped after step {ctx.step}")
+    return model
+
+
+def training_step(
+    model: nn.Module, optimization: Any, methods: Methods, ctx: RunContext, guard: Any
+) -> tuple[TrainingStep, Any]:
+    """The experience's step function over ``optimization``, and the prepared optimizer the checkpoint saves.
+
+    The learning-rate schedule starts at ``ctx.experience_step`` (zero, except
+    after a model grew mid-experience and its optimizer was rebuilt).
+    """
+    accelerator = ctx.accelerator
+    optimizer = accelerator.prepare(build_optimizer(optimization, model))
+    stepped = plain_optimizer(optimizer, accelerator)  # what the loop zeroes and steps, decided once
+    scheduler = scheduler_for(stepped, optimization.lr_factor, start=ctx.experience_step)  # counts stepped's steps
+    step = TrainingStep(
+        methods,
+        ctx,
+        stepped,
+        scheduler,
+        optimization.grad_transform,
+        ctx.plan.run.grad_clip,
+        guard,
+        closure=optimization.closure,
+        term_gradients=optimization.term_gradients,
+    )
+    return step, optimizer
+
+
+def grow(
+    model: nn.Module, methods: Methods, ctx: RunContext, state: RunState, recorder: RunRecorder
+) -> nn.Module | None:
+    """Every ``grow`` hook in plan order, each on the model the one before returned: the grown model, prepared
+    for the processes and in training mode, or ``None`` when no method grew it.
+
+    Each growth is remembered in the run state (method and step), so ``--resume``
+    can grow a freshly built model the same way before it loads the checkpoint
+    (:meth:`paperkit.checkpoint.Resume.regrow`).
+    """
+    current, changed = unwrapped(model), False
+    for key in methods.implementing("grow"):
+        out = methods.call_one(key, "grow", ctx.step, model=current, ctx=ctx)
+        if out is not None:
+            current, changed = out, True
+            state.grown.append([key, ctx.step])
+            recorder.log(
+                {
+                    "event": "grow",
+                    "method": key,
+                    "step": ctx.step,
+                    "parameters": sum(p.numel() for p in current.parameters()),
+                }
+            )
+    if not changed:
+        return None
+    grown = ctx.accelerator.prepare(current)
+    grown.train()
+    return grown
 
 
 def plain_optimizer(optimizer: Any, accelerator: Any) -> Any:

@@ -68,10 +68,20 @@ def optimize(model: nn.Module, ctx: RunContext) -> Optimization | None:
     enforces this through ``exclusive = ("optimizer",)``), ``lr_factor`` (a
     function of the step; factors from several methods multiply), and
     ``grad_transform`` (called after ``backward``, before the optimizer step;
-    transforms run in plan order).
+    transforms run in plan order). For methods that need more than one forward,
+    one backward and one step: ``param_rule`` (per-parameter multipliers of the
+    optimizer's learning rate, weight decay or any numeric group setting, which
+    any optimizer then honours), ``wrap`` (an optimizer around the plan's
+    optimizer), ``closure`` (the step re-evaluates the loss on the same batch:
+    the engine calls ``optimizer.step(closure)``) and ``term_gradients`` (the
+    gradient of each named loss term, kept apart, combined by the method).
 
     Combines: exactly one optimizer per plan; learning-rate factors multiply;
-    gradient transforms chain in plan order.
+    gradient transforms chain in plan order; parameter multipliers multiply;
+    wrappers nest in plan order (the first wraps the optimizer); a closure step
+    if any method asks for one; ``term_gradients`` from at most one method.
+    Under several processes the closure's gradients and every per-term
+    gradient are those of the global batch, as the plain step's are.
     """
 
 
@@ -142,6 +152,26 @@ def after_step(model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext
 
     Combines: all run in plan order; returned numbers are logged to
     ``metrics.jsonl`` namespaced as ``<method key>/<name>``.
+    """
+
+
+@hookspec
+def grow(model: nn.Module, ctx: RunContext) -> nn.Module | None:
+    """Add parameters mid-run (widen or deepen the model): return the grown model, or ``None`` to keep it.
+
+    When: after every optimizer step, after ``after_step``; ``ctx.step`` is the
+    number of steps done. ``model`` is the plain module (not the data-parallel
+    wrapper); grow a copy or the module itself, and draw any randomness from
+    ``ctx.generator`` so every process grows it the same way.
+
+    Combines: chained in plan order, each on the model the one before returned.
+    After a growth the engine prepares the new model for the processes, calls
+    every ``optimize`` hook again for a fresh optimizer over the new parameters
+    (the learning-rate schedule keeps its position; optimizer moments start
+    from zero) and logs ``{"event": "grow", ...}``. The run state records each
+    growth; ``--resume`` builds the plan's model and calls ``grow`` again at
+    each recorded step with ``ctx.replaying`` set, before loading the
+    checkpoint's weights, so the method must grow the same shapes then.
     """
 
 

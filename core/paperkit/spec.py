@@ -47,6 +47,7 @@ HOOK_SECTIONS: dict[str, str] = {
     "loss": "regularize",
     "regularize": "regularize",
     "after_step": "evaluate",
+    "grow": "adapt",
     "after_experience": "continual",
     "evaluate": "evaluate",
     "after_run": "evaluate",
@@ -69,6 +70,7 @@ SECTION_PRECEDENCE: tuple[str, ...] = (
     "before_experience",
     "after_experience",
     "after_step",
+    "grow",
     "after_run",
 )
 
@@ -79,7 +81,7 @@ SECTION_PRECEDENCE: tuple[str, ...] = (
 #: they run before the ``[continual]`` methods' transforms.
 SECTION_HOOKS: dict[str, tuple[str, ...]] = {
     "init": ("init",),
-    "adapt": ("adapt",),
+    "adapt": ("adapt", "grow"),
     "optimize": ("optimize",),
     "transform": ("continual_step",),
     "regularize": ("regularize", "loss"),

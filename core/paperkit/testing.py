@@ -84,11 +84,12 @@ STREAM_EXPERIENCES = 5
 def builtin_registry() -> Any:
     """A registry holding only paperkit's own methods, tasks and models."""
     from paperkit import builtin, models, tasks
+    from paperkit.builtin import capabilities
     from paperkit.registry import Registry
     from paperkit.spec import Method, ModelSpec, TaskSpec
 
     registry = Registry(autoload=False)
-    for module in (builtin, tasks, models):
+    for module in (builtin, capabilities, tasks, models):
         for value in vars(module).values():
             if isinstance(value, (Method, TaskSpec, ModelSpec)):
                 registry.add(value, distribution="paperkit")
@@ -164,10 +165,13 @@ def interrupt_and_resume(
     overrides: tuple[str, ...] | list[str] = (),
     registry: Any = None,
     after_experience: int | None = None,
+    variant: str | None = None,
 ) -> tuple[Any, Any]:
-    """Run ``path`` uninterrupted, then again with Ctrl-C after optimizer step ``at_step`` (or at the boundary
-    after experience ``after_experience``, where the run checkpoints between experiences) and ``--resume``;
-    ``(uninterrupted, resumed)`` run results, to compare (metrics and ``model.safetensors`` bit for bit)."""
+    """Run ``path`` (its ``variant``, default the plan itself) uninterrupted, then again with Ctrl-C after
+    optimizer step ``at_step`` (or at the boundary after experience ``after_experience``, where the run
+    checkpoints between experiences) and ``--resume``; ``(uninterrupted, resumed)`` run results, to compare
+    (metrics and ``model.safetensors`` bit for bit). Runs of other variants that references start are not
+    interrupted."""
     import signal
 
     from paperkit import engine
@@ -176,18 +180,18 @@ def interrupt_and_resume(
     if (at_step is None) == (after_experience is None):
         raise ValueError("give exactly one of at_step and after_experience")
     directory = Path(directory)
-    reference = run_plan_file(path, directory / "uninterrupted", overrides, registry=registry)
+    reference = run_plan_file(path, directory / "uninterrupted", overrides, variant=variant, registry=registry)
     original_step, original_evaluate = step_module.TrainingStep.__call__, engine.evaluate_all
 
     def interrupting(self: Any, model: Any, batch: Any, share: float = 1.0) -> Any:
         out = original_step(self, model, batch, share)
-        if self.ctx.step == at_step and self.ctx.plan.variant is None:  # not inside a run a variant: reference starts
+        if self.ctx.step == at_step and self.ctx.plan.variant == variant:  # not inside a run a reference starts
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: the run checkpoints after this step and stops
         return out
 
     def evaluating(model: Any, task: Any, methods: Any, plan: Any, ctx: Any, phase: str) -> Any:
         out = original_evaluate(model, task, methods, plan, ctx, phase)
-        if phase == "experience_end" and ctx.experience_index == after_experience and plan.variant is None:
+        if phase == "experience_end" and ctx.experience_index == after_experience and plan.variant == variant:
             signal.raise_signal(signal.SIGINT)  # between experiences: the boundary checkpoint, then the stop
         return out
 
@@ -195,7 +199,7 @@ def interrupt_and_resume(
     engine.evaluate_all = evaluating
     try:
         try:
-            run_plan_file(path, directory / "interrupted", overrides, registry=registry)
+            run_plan_file(path, directory / "interrupted", overrides, variant=variant, registry=registry)
         except KeyboardInterrupt:
             pass
         else:
@@ -206,7 +210,9 @@ def interrupt_and_resume(
         step_module.TrainingStep.__call__ = original_step  # type: ignore[method-assign]
         engine.evaluate_all = original_evaluate
     (run_dir,) = (d for d in (directory / "interrupted").iterdir() if (d / "checkpoint.safetensors").exists())
-    resumed = run_plan_file(path, directory / "interrupted", overrides, resume=run_dir, registry=registry)
+    resumed = run_plan_file(
+        path, directory / "interrupted", overrides, variant=variant, resume=run_dir, registry=registry
+    )
     return reference, resumed
 
 
@@ -406,22 +412,17 @@ class MethodHarness:
         """The experience's optimization set up as the engine sets it up, as the engine's own
         :class:`~paperkit.step.TrainingStep` (divergence guard, gradient clipping and schedule included)."""
         from paperkit.checkpoint import StopFlag, check_loss, floating_parameters
-        from paperkit.step import TrainingStep, scheduler_for
+        from paperkit.engine import training_step
 
         ctx.total_steps, ctx.experience_step = steps, 0
         optimization = methods.optimization(ctx.step, model=model, ctx=ctx)
         if optimization.optimizer is None:  # a gradient-free method: nothing to step
             return None
         stop, watched = StopFlag(self.accelerator), floating_parameters(model)
-        return TrainingStep(
-            methods,
-            ctx,
-            optimization.optimizer,
-            scheduler_for(optimization.optimizer, optimization.lr_factor),
-            optimization.grad_transform,
-            self.plan.run.grad_clip,
-            guard=lambda total: check_loss(total, ctx, methods, stop, model, watched),
+        step, _prepared = training_step(
+            model, optimization, methods, ctx, lambda total: check_loss(total, ctx, methods, stop, model, watched)
         )
+        return step
 
     def train(
         self, model: Any, methods: Any, ctx: Any, steps: int, experience: int = 0, finish: bool = True
@@ -852,6 +853,46 @@ class ConformanceSuite:
             other_methods.instances[self.name].load_state_dict(checkpoint_round_trip(instance.state_dict()))
             assert_same_state(other_methods.instances[self.name].state_dict(), instance.state_dict(), "method state")
 
+    # -- grow --------------------------------------------------------------------------------
+    def _growths(self, tmp_path: Path) -> tuple[Path, list[dict[str, Any]], Path]:
+        from paperkit import tomlwrite
+
+        path = tmp_path / "plan.toml"
+        path.write_text(tomlwrite.dumps(self.raw_plan(save_model=True)), encoding="utf-8")
+        results, run_dir = self.run_smoke(tmp_path / "plain", save_model=True)
+        assert results["status"] == "completed"
+        grown = [r for r in _records(run_dir) if r.get("event") == "grow"]
+        assert grown, (
+            f"'{self.name}' never grew the model in the smoke plan's {results['steps']} steps; "
+            "set the suite's options so that it grows early"
+        )
+        return path, grown, run_dir
+
+    @contract("grow")
+    def test_grow_is_logged_and_trains_on(self, tmp_path: Path) -> None:
+        """A growth within the smoke plan is logged (method, step, parameter count) and training continues on
+        the grown model: the run completes with finite metrics and saves weights of the grown shapes."""
+        from paperkit.weights import read_weights
+
+        self.require("grow")
+        _path, grown, run_dir = self._growths(tmp_path)
+        assert all(r["method"] == self.name and r["parameters"] > 0 for r in grown)
+        saved = sum(t.numel() for t in read_weights(run_dir / "model.safetensors").values())
+        assert saved == grown[-1]["parameters"], (
+            f"the saved model has {saved} values, the last growth logged {grown[-1]['parameters']}"
+        )
+
+    @contract("grow")
+    def test_grow_then_interrupt_and_resume_is_bit_exact(self, tmp_path: Path) -> None:
+        """Ctrl-C one step after the first growth and ``--resume`` (which grows a fresh model again before loading
+        the checkpoint) end exactly like the uninterrupted run."""
+        self.require("grow")
+        path, grown, _run_dir = self._growths(tmp_path)
+        at = grown[0]["step"] + 1
+        reference, resumed = interrupt_and_resume(path, tmp_path, at_step=at, registry=self.registry())
+        assert reference.results["steps"] > at, f"the smoke plan must run past step {at}"
+        assert_same_run(reference, resumed)
+
     # -- optimize ----------------------------------------------------------------------------
     def _optimization(self, h: MethodHarness, model: Any, methods: Any, ctx: Any, steps: int) -> Any:
         step = h.stepper(model, methods, ctx, steps)
@@ -1006,7 +1047,12 @@ class ConformanceSuite:
         plain = loss()
         classes = outputs.logits.shape[-1]
         if "target" in spec.honours:
-            one_hot = torch.nn.functional.one_hot(batch["y"], classes).to(outputs.logits.dtype)
+            labels = batch["y"]  # multi-hot already on multi-label tasks: the labels as targets
+            one_hot = (
+                labels.to(outputs.logits.dtype)
+                if labels.is_floating_point()
+                else torch.nn.functional.one_hot(labels, classes).to(outputs.logits.dtype)
+            )
             _close(loss(target=one_hot), plain, "loss with one-hot soft targets vs loss with labels")
             uniform = torch.full_like(one_hot, 1.0 / classes)
             assert not torch.allclose(loss(target=uniform), plain), (

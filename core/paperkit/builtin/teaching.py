@@ -1,0 +1,116 @@
+"""Learning from a second model: knowledge distillation from a teacher run, and the mean teacher (an EMA copy)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paperkit import hookimpl
+from paperkit.context import Batch, EvalSet, Outputs, RunContext
+from paperkit.step import weighted_mean
+from paperkit.teachers import EMA, Teacher
+
+
+def distillation_losses(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """Per-sample knowledge-distillation loss (Hinton, Vinyals & Dean, 2015, Sec. 2):
+    ``(1 − α)·CE(softmax(z_s), y) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``.
+
+    The ``T²`` keeps the soft term's gradients on the scale of the hard term's
+    when the temperature changes (Sec. 2.1).
+    """
+    hard = F.cross_entropy(student, labels, reduction="none")
+    soft_targets = F.softmax(teacher / temperature, dim=-1)
+    log_student = F.log_softmax(student / temperature, dim=-1)
+    soft = (soft_targets * (torch.log(soft_targets.clamp_min(1e-30)) - log_student)).sum(-1)
+    return (1 - alpha) * hard + alpha * temperature**2 * soft
+
+
+class Distill:
+    """The student's loss against a frozen teacher run (``teacher = "variant:NAME"``, built from that variant)."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.teacher: Teacher | None = None
+
+    @hookimpl
+    def loss(self, batch: Batch, outputs: Outputs, ctx: RunContext) -> torch.Tensor:
+        c = self.config
+        if self.teacher is None:  # built on first use: a variant reference runs that variant first
+            self.teacher = ctx.teacher(c.teacher, f"{ctx.plan.path}: [regularize] distill teacher", cache=c.cache)
+        teacher = self.teacher(batch)
+        return weighted_mean(distillation_losses(outputs.logits, teacher, batch["y"], c.temperature, c.alpha), batch)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """``exp(−5 (1 − t/L)²)`` for ``t < L``, then 1 (Laine & Aila, 2017; the mean teacher's reference code)."""
+    if length <= 0 or step >= length:
+        return 1.0
+    phase = 1.0 - step / length
+    return math.exp(-5.0 * phase * phase)
+
+
+class MeanTeacher:
+    """Consistency with an exponential moving average of the model (Tarvainen & Valpola, NeurIPS 2017).
+
+    The teacher's weights are ``θ'_t = α θ'_{t−1} + (1 − α) θ_t`` with
+    ``α = min(1 − 1/(t + 1), decay)`` (the reference code's warm start: the
+    true average until the EMA is more accurate); the consistency term is the
+    squared distance of the two softmax outputs, summed over classes and divided
+    by their number, averaged over the batch, times a weight ramped up by
+    :func:`sigmoid_rampup`. The teacher sees the input with Gaussian noise of
+    standard deviation ``noise`` (drawn from the method's generator).
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.ema: EMA | None = None
+        self._restored: dict[str, Any] | None = None  # a checkpoint's average, loaded once the model is at hand
+
+    def _teacher(self, model: nn.Module) -> EMA:
+        if self.ema is None:
+            self.ema = EMA(model)
+            if self._restored is not None:
+                self.ema.load_state_dict(self._restored)
+                self._restored = None
+        return self.ema
+
+    @hookimpl
+    def regularize(self, model: nn.Module, batch: Batch, outputs: Outputs, ctx: RunContext) -> dict[str, torch.Tensor]:
+        c = self.config
+        ema = self._teacher(model)
+        x = batch["x"]
+        if c.noise > 0:
+            noise = torch.randn(x.shape, generator=ctx.generator("noise"), dtype=x.dtype)
+            x = x + c.noise * noise.to(x.device)
+        teacher = ema.outputs(x, ctx).logits
+        rampup = round(c.rampup * ctx.total_steps)
+        weight = c.weight * sigmoid_rampup(ctx.step, rampup)
+        distance = (F.softmax(outputs.logits, -1) - F.softmax(teacher, -1)).pow(2).sum(-1) / outputs.logits.shape[-1]
+        return {"consistency": weight * distance.mean()}
+
+    @hookimpl
+    def after_step(self, model: nn.Module, ctx: RunContext) -> None:
+        decay = min(1.0 - 1.0 / (ctx.step + 1), self.config.decay)
+        self._teacher(model).update(model, decay)
+
+    @hookimpl
+    def evaluate(self, model: nn.Module, data: EvalSet, ctx: RunContext) -> dict[str, float]:
+        """The teacher's own accuracy (the paper reports the teacher is the better model)."""
+        teacher = self._teacher(model).module
+        logits, targets = ctx.eval_set(teacher, data.loader.dataset, data.split).predictions()
+        return {"teacher_accuracy": float((logits.argmax(-1) == targets).float().mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": self.ema.state_dict() if self.ema is not None else self._restored}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["ema"] is None or self.ema is None:
+            self.ema, self._restored = None, state["ema"]
+        else:
+            self.ema.load_state_dict(state["ema"])
