@@ -1039,7 +1039,11 @@ class ConformanceSuite:
         batch = h.batch()
         outputs = forward(model, batch["x"], ctx)
 
+        instance = methods.instances[self.name]
+        before = copy.deepcopy(instance.__dict__)  # each call from the same state: a loss may keep statistics
+
         def loss(**extra: Any) -> Any:
+            instance.__dict__.update(copy.deepcopy(before))
             return methods.call_one(
                 self.name, "loss", 0, model=model, batch={**batch, **extra}, outputs=outputs, ctx=ctx
             ).detach()
