@@ -1,0 +1,5 @@
+from paperkit.testing import ConformanceSuite
+
+
+class TestConformance(ConformanceSuite):
+    key = "auon"
