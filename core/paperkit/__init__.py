@@ -50,6 +50,7 @@ _LAZY: dict[str, str] = {
     "IndexedDataset": "paperkit.tasks.base",
     "Classifier": "paperkit.models.base",
     "MLP": "paperkit.models.mlp",
+    "Maxout": "paperkit.models.mlp",
     "CNN": "paperkit.models.cnn",
     # the training step's building blocks
     "forward": "paperkit.step",
@@ -134,7 +135,7 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
     from paperkit.derivatives import hutchinson_trace, hvp, parameter_jacobian, per_sample_gradients
     from paperkit.models.base import Classifier
     from paperkit.models.cnn import CNN
-    from paperkit.models.mlp import MLP
+    from paperkit.models.mlp import MLP, Maxout
     from paperkit.step import forward, per_sample_targets, trainable, unwrapped, weighted_mean
     from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo
     from paperkit.teachers import EMA, Teacher
