@@ -36,12 +36,12 @@ def _problem(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 def _short(plan: str, **run: object) -> str:
     """An example plan with a CI-sized budget."""
-    text = (EXAMPLES / plan).read_text()
+    import re
+
+    text = re.sub(r"(?m)^epochs = \d+\n", "", (EXAMPLES / plan).read_text(), count=1)
     settings = {"epochs": 2, "max_steps": 12, **run}
     lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()]
-    return text.replace("[run]\n", "[run]\n" + "\n".join(lines) + "\n", 1).replace("epochs = 10\n", "").replace(
-        "epochs = 5\n", ""
-    )
+    return text.replace("[run]\n", "[run]\n" + "\n".join(lines) + "\n", 1)
 
 
 # -- SAM: closure step and optimizer wrapper -------------------------------------------------------
@@ -109,7 +109,10 @@ def test_pcgrad_projects_conflicting_gradients_by_hand() -> None:
 
 
 def test_pcgrad_leaves_agreeing_gradients_alone() -> None:
-    grads = {"a": [torch.tensor([1.0, 2.0]), torch.tensor([[0.5]])], "b": [torch.tensor([0.5, 0.1]), torch.tensor([[1.0]])]}
+    grads = {
+        "a": [torch.tensor([1.0, 2.0]), torch.tensor([[0.5]])],
+        "b": [torch.tensor([0.5, 0.1]), torch.tensor([[1.0]])],
+    }
     out = project_conflicting(grads, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[0], torch.tensor([1.5, 2.1]))
     torch.testing.assert_close(out[1], torch.tensor([[1.5]]))
@@ -157,7 +160,12 @@ def test_layer_lr_decay_matches_hand_built_groups(tmp_path: Path) -> None:
 
     model, x, y = _problem()
     twin, _, _ = _problem()
-    assert {n: d for n, (d, _) in layer_depths(model).items()} == {"0.weight": 0, "0.bias": 0, "2.weight": 1, "2.bias": 1}
+    assert {n: d for n, (d, _) in layer_depths(model).items()} == {
+        "0.weight": 0,
+        "0.bias": 0,
+        "2.weight": 1,
+        "2.bias": 1,
+    }
     optimization = LayerLRDecay(LayerLRDecayConfig(decay=0.5)).optimize(model)
     optimization.optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
     ours = build_optimizer(optimization, model)
@@ -264,6 +272,44 @@ def test_mean_teacher_rampup_is_the_reference_sigmoid() -> None:
     assert sigmoid_rampup(10, 10) == 1.0 and sigmoid_rampup(3, 0) == 1.0
 
 
+def test_co_teaching_schedule_matches_the_reference_linspace() -> None:
+    import numpy as np
+
+    from paperkit.builtin.teaching import forget_rate
+
+    for rate, gradual, exponent in ((0.4, 10, 1.0), (0.2, 5, 2.0)):
+        schedule = np.ones(15) * rate
+        schedule[:gradual] = np.linspace(0, rate**exponent, gradual)  # the reference code's rate_schedule
+        assert [forget_rate(e, rate, gradual, exponent) for e in range(15)] == pytest.approx(schedule.tolist())
+
+
+def test_co_teaching_trains_each_network_on_the_other_ones_small_losses() -> None:
+    from paperkit.builtin.teaching import small_loss_indices
+
+    losses = torch.tensor([0.5, 0.1, 0.9, 0.1, 0.3])
+    assert small_loss_indices(losses, 0.6).tolist() == [1, 3, 4]
+    assert small_loss_indices(losses, 0.99).tolist() == [1, 3, 4, 0]  # int(0.99 * 5) = 4, as the reference
+
+
+def test_peer_state_round_trip(tmp_path: Path) -> None:
+    from paperkit.testing import MethodHarness, smoke_plan
+
+    registry = paperkit.testing.builtin_registry()
+    h = MethodHarness(smoke_plan("sgd", registry.get("method", "sgd", "test")), "sgd", tmp_path, registry)
+    ctx = h.context(0)
+    peer = paperkit.Peer(paperkit.fresh_model(ctx), lambda ps: torch.optim.Adam(ps, lr=0.01), ctx)
+    batch = ctx.sample_batches(1)[0]
+    peer.step(F.cross_entropy(peer.outputs(batch["x"], ctx).logits, batch["y"]), ctx)
+    twin = paperkit.Peer(paperkit.fresh_model(ctx, "other"), lambda ps: torch.optim.Adam(ps, lr=0.01), ctx)
+    twin.load_state_dict(paperkit.testing.checkpoint_round_trip(peer.state_dict()))
+    for model in (peer, twin):
+        model.step(F.cross_entropy(model.outputs(batch["x"], ctx).logits, batch["y"]), ctx)
+    assert all(torch.equal(a, b) for a, b in zip(peer.module.parameters(), twin.module.parameters()))
+    before = torch.get_rng_state()
+    paperkit.fresh_model(ctx)
+    assert torch.equal(before, torch.get_rng_state()), "building a model must not move the global generator"
+
+
 # -- growth ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("residual", [False, True])
 def test_net2wider_keeps_the_function(residual: bool) -> None:
@@ -338,6 +384,7 @@ def test_per_sample_gradients_and_jacobians_against_a_loop() -> None:
         F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
         for name, p in model.named_parameters():
             torch.testing.assert_close(per_sample[name][i], p.grad)
+
         def logits(*ps: torch.Tensor, xi: torch.Tensor = x[i : i + 1]) -> torch.Tensor:
             return torch.func.functional_call(model, dict(zip(names, ps)), (xi,)).squeeze(0)
 
@@ -371,6 +418,7 @@ RESUMABLE = [
     "curvature.toml",
     "double-backprop.toml",
     "distill.toml",
+    "co-teaching.toml",
 ]
 
 
@@ -378,14 +426,16 @@ RESUMABLE = [
 def test_example_interrupt_and_resume_is_bit_exact(plan: str, tmp_path: Path) -> None:
     path = tmp_path / plan
     path.write_text(_short(plan, max_steps=8, save_model=True).replace("probes = 16", "probes = 2"))
-    variant = "distilled" if plan == "distill.toml" else None  # its teacher is rebuilt, not checkpointed
+    variant = {"distill.toml": "distilled", "co-teaching.toml": "co-teaching"}.get(plan)
     reference, resumed = interrupt_and_resume(path, tmp_path, at_step=4, variant=variant)
     assert_same_run(reference, resumed)
 
 
 def test_growth_interrupt_and_resume_is_bit_exact(tmp_path: Path) -> None:
     path = tmp_path / "net2wider.toml"
-    path.write_text(_short("net2wider.toml", max_steps=10, save_model=True).replace("at_steps = [100]", "at_steps = [3, 6]"))
+    path.write_text(
+        _short("net2wider.toml", max_steps=10, save_model=True).replace("at_steps = [100]", "at_steps = [3, 6]")
+    )
     reference, resumed = interrupt_and_resume(path, tmp_path, at_step=7)
     assert_same_run(reference, resumed)
 
@@ -437,6 +487,10 @@ class TestLayerLRDecayConformance(ConformanceSuite):
 
 class TestMeanTeacherConformance(ConformanceSuite):
     key = "mean-teacher"
+
+
+class TestCoTeachingConformance(ConformanceSuite):
+    key = "co-teaching"
 
 
 class TestNet2WiderConformance(ConformanceSuite):

@@ -72,6 +72,8 @@ _LAZY: dict[str, str] = {
     # second models
     "Teacher": "paperkit.teachers",
     "EMA": "paperkit.teachers",
+    "Peer": "paperkit.teachers",
+    "fresh_model": "paperkit.teachers",
     # derivatives and inspection
     "hvp": "paperkit.derivatives",
     "hutchinson_trace": "paperkit.derivatives",
@@ -138,5 +140,5 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
     from paperkit.models.mlp import MLP, Maxout
     from paperkit.step import forward, per_sample_targets, trainable, unwrapped, weighted_mean
     from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo
-    from paperkit.teachers import EMA, Teacher
+    from paperkit.teachers import EMA, Peer, Teacher, fresh_model
     from paperkit.weights import load_weights, read_weights, save_weights

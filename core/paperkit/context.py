@@ -152,6 +152,8 @@ class RunContext:
     reevaluating: bool = False
     #: true while ``--resume`` replays the ``grow`` calls that shaped the checkpointed model
     replaying: bool = False
+    #: this process's loss scale in the step in progress (see :mod:`paperkit.engine`); 1.0 on one process
+    share: float = 1.0
     _generators: dict[str, Any] = attrs.field(factory=dict, init=False, repr=False)
 
     @property

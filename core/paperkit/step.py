@@ -132,6 +132,7 @@ class TrainingStep:
     def __call__(self, model: nn.Module, batch: Batch, share: float = 1.0) -> StepRecord:
         methods, ctx = self.methods, self.ctx
         step = ctx.step + 1
+        ctx.share = share
         batch = methods.chain("continual_step", "batch", batch, step, model=model, ctx=ctx)
         if self.term_gradients is None:
             outputs = forward(model, batch["x"], ctx)

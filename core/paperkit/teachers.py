@@ -131,6 +131,55 @@ class EMA:
         self.updates = int(state["updates"])
 
 
+class Peer:
+    """A second *trainable* network with its own optimizer inside one run (co-teaching's twin, a discriminator).
+
+    The owning method runs it (:meth:`outputs`) and steps it (:meth:`step`)
+    from its own hooks, and keeps :meth:`state_dict` in its state, so a resumed
+    run continues both networks exactly. Under several processes the module is
+    wrapped for data parallelism like the main model, and :meth:`step` scales
+    the loss by this process's share of the batch (``ctx.share``), so its
+    gradients are the global batch's, as the engine's are.
+    """
+
+    def __init__(
+        self, module: nn.Module, optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer], ctx: RunContext
+    ) -> None:
+        module = module.to(ctx.device)
+        self.optimizer = optimizer([p for p in module.parameters() if p.requires_grad])
+        self.module = ctx.accelerator.prepare(module) if ctx.accelerator.num_processes > 1 else module
+        self.module.train()
+
+    def outputs(self, x: torch.Tensor, ctx: RunContext) -> Outputs:
+        """The peer's forward pass, with gradients (the engine's class mask applies)."""
+        return forward(self.module, x, ctx)
+
+    def step(self, loss: torch.Tensor, ctx: RunContext) -> None:
+        """One optimizer step of the peer on ``loss`` (a mean over this process's samples)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx.accelerator.backward(loss if ctx.share == 1.0 else loss * ctx.share)
+        self.optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": unwrapped(self.module).state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrapped(self.module).load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def fresh_model(ctx: RunContext, name: str = "peer") -> nn.Module:
+    """A new model of the plan's architecture, its default initialization drawn from a seed of the calling
+    method's own (``name`` tells several apart), on the run's device; every global generator is left as it was."""
+    from paperkit.context import _derived_seed
+    from paperkit.engine import build_model
+    from paperkit.references import preserved_rng
+
+    with preserved_rng():
+        torch.manual_seed(_derived_seed(ctx.seed, f"{ctx.method or 'run'}/{name}#model"))
+        return build_model(ctx.plan, ctx.task).to(ctx.device)
+
+
 def teacher_builder(ctx: RunContext) -> Callable[[str, str], nn.Module]:
     """The function behind ``ctx.teacher``: a weights reference -> the frozen model it names, on the device.
 

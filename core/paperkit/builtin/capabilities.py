@@ -3,7 +3,7 @@
 Each proves one capability of the plugin API against a reference: SAM (the
 closure step, an optimizer wrapper), PCGrad (per-term gradients), layer-wise
 learning-rate decay (parameter rules), knowledge distillation (a teacher from
-another variant), the mean teacher (an EMA copy), Net2WiderNet (growth) and
+another variant), the mean teacher (an EMA copy), co-teaching (a second trainable network), Net2WiderNet (growth) and
 a curvature diagnostic (second-order and per-sample derivatives), double
 backpropagation (a second backward inside ``regularize``, also under several
 processes) and an L2 penalty (a second named term for per-term methods).
@@ -116,6 +116,23 @@ class MeanTeacherConfig:
         help="Standard deviation of Gaussian noise on the teacher's input (the paper's input noise).",
         validator=v.ge(0.0),
     )
+
+
+@attrs.define
+class CoTeachingConfig:
+    forget_rate: float = option(
+        0.2,
+        help="τ, the fraction of each batch dropped once ramped up; the paper sets it to the noise rate ε (Sec. 3).",
+        validator=[v.ge(0.0), v.lt(1.0)],
+    )
+    gradual: int = option(
+        10, help="T_k, epochs over which the dropped fraction ramps up (the paper's 10).", validator=v.ge(1)
+    )
+    exponent: float = option(
+        1.0, help="c of the ramp τ^c (the reference code's exponent; the paper's c = 1).", validator=v.gt(0.0)
+    )
+    lr: float = option(0.001, help="The peer's Adam learning rate (the paper's 0.001).", validator=v.gt(0.0))
+    betas: tuple[float, float] = option((0.9, 0.999), help="The peer's Adam betas (momentum 0.9, as in the paper).")
 
 
 @attrs.define
@@ -232,6 +249,22 @@ mean_teacher = Method(
     implementation="paperkit.builtin.teaching:MeanTeacher",
     config=MeanTeacherConfig,
     touches=("loss", "metrics"),
+)
+co_teaching = Method(
+    key="co-teaching",
+    summary="Co-teaching: a peer network of the same shape; each trains on the small-loss samples of the other.",
+    paper=Paper(
+        "Co-teaching: Robust Training of Deep Neural Networks with Extremely Noisy Labels",
+        2018,
+        "1804.06872",
+        "Han, Yao, Yu, Niu, Xu, Hu, Tsang & Sugiyama",
+        "NeurIPS",
+    ),
+    hooks=("loss", "evaluate"),
+    implementation="paperkit.builtin.teaching:CoTeaching",
+    config=CoTeachingConfig,
+    touches=("loss", "data", "metrics"),
+    section="regularize",
 )
 net2wider = Method(
     key="net2wider",

@@ -11,8 +11,8 @@ from torch import nn
 
 from paperkit import hookimpl
 from paperkit.context import Batch, EvalSet, Outputs, RunContext
-from paperkit.step import weighted_mean
-from paperkit.teachers import EMA, Teacher
+from paperkit.step import unwrapped, weighted_mean
+from paperkit.teachers import EMA, Peer, Teacher, fresh_model
 
 
 def distillation_losses(
@@ -114,3 +114,85 @@ class MeanTeacher:
             self.ema, self._restored = None, state["ema"]
         else:
             self.ema.load_state_dict(state["ema"])
+
+
+def forget_rate(epoch: int, rate: float, gradual: int, exponent: float = 1.0) -> float:
+    """Co-teaching's ``1 − R(T)``: the fraction of each batch dropped in (0-based) epoch ``epoch``, rising
+    linearly from 0 to ``rate^exponent`` over the first ``gradual`` epochs, then ``rate`` (the reference code's
+    ``rate_schedule``; the paper's ``R(T) = 1 − min(T/T_k · τ, τ)`` for ``exponent = 1``)."""
+    if epoch >= gradual:
+        return rate
+    if gradual == 1:
+        return rate**exponent
+    return rate**exponent * epoch / (gradual - 1)
+
+
+def small_loss_indices(losses: torch.Tensor, keep: float) -> torch.Tensor:
+    """The indices of the ``int(keep · n)`` smallest losses (ties in index order)."""
+    count = int(keep * len(losses))
+    return torch.argsort(losses.detach(), stable=True)[:count]
+
+
+class CoTeaching:
+    """Co-teaching (Han et al., NeurIPS 2018): two networks, each trained on the small-loss samples of the other.
+
+    Per batch both networks rank the samples by cross-entropy; each keeps the
+    ``R(T)`` fraction with the smallest losses, and each network is updated on
+    the samples its *peer* kept (Algorithm 1). The peer is a second model of
+    the plan's architecture with its own Adam optimizer (the paper's), stepped
+    inside this hook; under several processes each process ranks its own share
+    of the batch, so the selection differs from one process's.
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.peer: Peer | None = None
+        self._restored: dict[str, Any] | None = None
+
+    def _peer(self, ctx: RunContext) -> Peer:
+        if self.peer is None:
+            c = self.config
+            self.peer = Peer(
+                fresh_model(ctx, "peer"), lambda ps: torch.optim.Adam(ps, lr=c.lr, betas=tuple(c.betas)), ctx
+            )
+            if self._restored is not None:
+                self.peer.load_state_dict(self._restored)
+                self._restored = None
+        return self.peer
+
+    @hookimpl
+    def loss(self, batch: Batch, outputs: Outputs, ctx: RunContext) -> torch.Tensor:
+        c = self.config
+        peer = self._peer(ctx)
+        y = batch["y"]
+        peer_logits = peer.outputs(batch["x"], ctx).logits
+        ours, theirs = (
+            F.cross_entropy(outputs.logits, y, reduction="none"),
+            F.cross_entropy(peer_logits, y, reduction="none"),
+        )
+        keep = 1.0 - forget_rate(ctx.epoch, c.forget_rate, c.gradual, c.exponent)
+        mine, peers = small_loss_indices(ours, keep), small_loss_indices(theirs, keep)
+        if not ctx.reevaluating:  # a closure step re-evaluates the main network only
+            peer.step(theirs[mine].mean(), ctx)
+        return ours[peers].mean()
+
+    @hookimpl
+    def evaluate(self, data: EvalSet, ctx: RunContext) -> dict[str, float]:
+        """The peer network's own accuracy on the set."""
+        module = unwrapped(self._peer(ctx).module)
+        training = module.training
+        module.eval()
+        try:
+            logits, targets = ctx.eval_set(module, data.loader.dataset, data.split).predictions()
+        finally:
+            module.train(training)
+        return {"peer_accuracy": float((logits.argmax(-1) == targets).float().mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"peer": self.peer.state_dict() if self.peer is not None else self._restored}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["peer"] is None or self.peer is None:
+            self.peer, self._restored = None, state["peer"]
+        else:
+            self.peer.load_state_dict(state["peer"])
