@@ -245,6 +245,16 @@ def test_teacher_cache_returns_what_the_teacher_computes(tmp_path: Path) -> None
     torch.testing.assert_close(F.softmax(ensemble.logits(x), -1), mean)
 
 
+def test_teacher_cache_works_with_a_validation_split(tmp_path: Path) -> None:
+    """Indices keep their places in the whole training set when a validation split leaves gaps."""
+    text = _short("distill.toml", max_steps=4).replace('name = "digits"', 'name = "digits"\nvalidation_fraction = 0.2')
+    path = tmp_path / "distill.toml"
+    path.write_text(text)
+    from paperkit.testing import run_plan_file
+
+    assert run_plan_file(path, tmp_path / "out", variant="distilled").results["status"] == "completed"
+
+
 def test_ema_matches_torch_averaged_model() -> None:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 

@@ -72,3 +72,17 @@ def test_explain_shows_order_and_defaults(cli, write_plan):
     assert "cross-entropy (default)" in out
     assert "weight_decay = 0.01" in out  # AdamW's default filled in
     assert "classification (default)" in out
+
+
+def test_overrides_reach_variants_that_replace_the_table() -> None:
+    """--set and --output win over a variant's own [run] (or any table it replaces), where the key fits."""
+    from paperkit.plan import load_plan
+    from paperkit.testing import builtin_registry
+
+    text = DIGITS_PLAN + '\n[variants.long]\nrun = { name = "v", epochs = 9 }\n[variants.two]\noptimize = [{ use = "sgd" }, { use = "sam" }]\n'
+    overrides = ["run.output=elsewhere", "run.epochs=1", "optimize.lr=0.5"]
+    registry = builtin_registry()
+    long = load_plan("p.toml", overrides, variant="long", registry=registry, text=text)
+    assert str(long.run.output) == "elsewhere" and long.run.epochs == 1
+    two = load_plan("p.toml", overrides, variant="two", registry=registry, text=text)  # two entries: not its override
+    assert [u.key for u in two.methods if u.section == "optimize"] == ["sgd", "sam"]

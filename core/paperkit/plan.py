@@ -262,8 +262,15 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], name: str) -> dict[str, Any]:
-    """Apply ``table.key=value`` overrides (``table.N.key`` picks entry N of an array)."""
+    """Apply ``table.key=value`` overrides (``table.N.key`` picks entry N of an array).
+
+    An override also applies to every variant that replaces the same table
+    (``[variants.X.run]``), where the key path fits it: what the command line
+    says wins over the plan file everywhere, so ``--output`` or ``--set
+    run.epochs=1`` reach every arm of a study.
+    """
     raw = copy.deepcopy(raw)
+    variants = raw.get("variants")
     for item in overrides:
         where = f"{name}: --set {item}"
         path, sep, value = item.partition("=")
@@ -273,24 +280,32 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
         section = parts[0]
         if section not in TOP_LEVEL:
             raise PlanError(f"unknown table [{section}]{did_you_mean(section, TOP_LEVEL)}", where)
-        node: Any = raw.setdefault(section, {})
-        for part in parts[1:-1]:
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise PlanError(
-                        f"[{section}] has {len(node)} entries; use {section}.N.key with N < {len(node)}", where
-                    )
-                node = node[int(part)]
-            else:
-                node = node.setdefault(part, {})
-        if isinstance(node, list):
-            if len(node) != 1:
-                raise PlanError(f"[{section}] has {len(node)} entries; say which: {section}.N.{parts[-1]}", where)
-            node = node[0]
-        if not isinstance(node, dict):
-            raise PlanError(f"'{'.'.join(parts[:-1])}' is not a table", where)
-        node[parts[-1]] = parse_value(value.strip())
+        parsed = parse_value(value.strip())
+        _set(raw.setdefault(section, {}), section, parts, parsed, where)
+        for table in variants.values() if isinstance(variants, dict) else ():
+            if isinstance(table, dict) and section in table:
+                try:
+                    _set(table[section], section, parts, copy.deepcopy(parsed), where)
+                except PlanError:  # the variant's table has another shape: the override is the plan's only
+                    pass
     return raw
+
+
+def _set(node: Any, section: str, parts: list[str], value: Any, where: str) -> None:
+    for part in parts[1:-1]:
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise PlanError(f"[{section}] has {len(node)} entries; use {section}.N.key with N < {len(node)}", where)
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    if isinstance(node, list):
+        if len(node) != 1:
+            raise PlanError(f"[{section}] has {len(node)} entries; say which: {section}.N.{parts[-1]}", where)
+        node = node[0]
+    if not isinstance(node, dict):
+        raise PlanError(f"'{'.'.join(parts[:-1])}' is not a table", where)
+    node[parts[-1]] = value
 
 
 def apply_variant(raw: dict[str, Any], variant: str, name: str) -> dict[str, Any]:

@@ -74,7 +74,9 @@ class Teacher:
         experience = self.ctx.experience_index
         found = self._store.get(experience)
         if found is None:
-            size = len(self.ctx.experience.train) if self.ctx.experience is not None else int(index.max()) + 1
+            # indices are the samples' places in the whole training set (a validation split leaves gaps)
+            train = self.ctx.experience.train if self.ctx.experience is not None else None
+            size = int(train.index.max()) + 1 if train is not None and len(train) else int(index.max()) + 1
             found = (torch.empty(0), torch.zeros(size, dtype=torch.bool))
             self._store[experience] = found
         values, known = found

@@ -3,17 +3,23 @@ its invariants, and a run of example.toml through the engine."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 from paperkit_normuon.functional import (
-    NorMuon, muon_scale, neuron_normalize, newton_schulz, normuon_for, normuon_update, split_parameters,
+    NorMuon,
+    muon_scale,
+    neuron_normalize,
+    newton_schulz,
+    normuon_for,
+    normuon_update,
+    split_parameters,
 )
+from torch import nn
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
 SHAPES = [(32, 48), (64, 16), (20, 20)]  # wide, tall, square
@@ -53,7 +59,7 @@ def test_muon_path_matches_torch_muon(nesterov: bool, scale: str, torch_fn: str,
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_normuon_matches_pytorch_optimizer(scale: str, weight_decay: float) -> None:
     """The normalized path equals pytorch-optimizer's NorMuon (per-parameter path) in both update scales."""
-    po = pytest.importorskip("pytorch_optimizer")
+    po = importlib.import_module("pytorch_optimizer")
     ours = _trajectory(lambda ps: NorMuon([{"params": ps, "use_muon": True}], lr=0.02, weight_decay=weight_decay,
                                           update_scale=scale), SHAPES)
     ref = _trajectory(lambda ps: po.NorMuon([{"params": ps, "use_muon": True}], lr=0.02, weight_decay=weight_decay,
@@ -72,7 +78,7 @@ def test_adamw_part_matches_torch_adamw() -> None:
 
 
 def test_newton_schulz_matches_pytorch_optimizer() -> None:
-    po_matrix = pytest.importorskip("pytorch_optimizer.optimizer.utils.matrix")
+    po_matrix = importlib.import_module("pytorch_optimizer.optimizer.utils.matrix")
     for shape in SHAPES:
         m = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
         assert torch.allclose(newton_schulz(m), po_matrix.zero_power_via_newton_schulz_5(m).float(), atol=1e-6)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 
 import pytest
 import torch
+from paperkit_pissa.functional import pissa_factors, pissa_init_, pissa_linear, principal_triplets
 from torch import nn
 
 from paperkit import LowRankLinear, init_lora_, wrap_low_rank
-from paperkit_pissa.functional import pissa_factors, pissa_init_, pissa_linear, principal_triplets
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
 
@@ -38,7 +39,7 @@ def test_the_scaling_is_divided_out_of_the_singular_values() -> None:
 
 
 def _peft_pair(init: str, rank: int, alpha: int):
-    peft = pytest.importorskip("peft")
+    peft = importlib.import_module("peft")
     torch.manual_seed(0)
     base = nn.Sequential(nn.Linear(10, 12), nn.ReLU(), nn.Linear(12, 6))
     config = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=["0", "2"], init_lora_weights=init)

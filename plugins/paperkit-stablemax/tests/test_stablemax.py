@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-from paperkit import Optimization
 from paperkit_stablemax import OrthoGradConfig, StableMaxConfig, orthograd_method, stablemax_method
 from paperkit_stablemax.functional import (
     ORTHOGRAD_EPS,
@@ -21,6 +20,8 @@ from paperkit_stablemax.functional import (
     stablemax_s,
 )
 from paperkit_stablemax.hooks import OrthoGrad, StableMax
+
+from paperkit import Optimization
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
 
@@ -165,7 +166,7 @@ def _model(seed: int) -> torch.nn.Module:
 
 def test_projection_is_bit_exact_with_pytorch_optimizer():
     """One projection, per tensor, equals pytorch-optimizer's (the per-tensor path OrthoGrad takes on the CPU) bit for bit."""
-    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    pytorch_optimizer = importlib.import_module("pytorch_optimizer")
     from pytorch_optimizer.base.optimizer import BaseOptimizer
 
     eps = pytorch_optimizer.OrthoGrad(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)).eps
@@ -184,7 +185,7 @@ def test_projection_is_bit_exact_with_pytorch_optimizer():
 @pytest.mark.parametrize("base", ["sgd", "adamw"])
 def test_parity_with_pytorch_optimizer_orthograd(base):
     """Our transform + the base optimizer == pytorch_optimizer.OrthoGrad(base optimizer), bit for bit, step for step."""
-    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    pytorch_optimizer = importlib.import_module("pytorch_optimizer")
     ours, theirs = _model(0), _model(0)
     make = {
         "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),

@@ -4,15 +4,13 @@ seeds bit for bit, and an end-to-end run of example.toml."""
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
-
-from paperkit import CNN, MLP
 from paperkit_zero_init.functional import (
     hadamard,
     hadamard_scale,
@@ -21,6 +19,9 @@ from paperkit_zero_init.functional import (
     zero_init_,
     zero_matrix,
 )
+from torch import nn
+
+from paperkit import CNN, MLP
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
 
@@ -40,7 +41,7 @@ def test_hadamard_rows_are_orthogonal(n):
 
 @pytest.mark.parametrize("n", [1, 2, 16, 128])
 def test_hadamard_equals_scipy(n):
-    scipy_linalg = pytest.importorskip("scipy.linalg")
+    scipy_linalg = importlib.import_module("scipy.linalg")
     assert torch.equal(hadamard(n), torch.tensor(scipy_linalg.hadamard(n), dtype=torch.float32))
 
 
@@ -192,9 +193,10 @@ def test_zero_layers_patterns_choose_the_residual_ends():
 
 
 def test_zero_layers_patterns_that_name_no_layer_are_a_one_line_error():
-    from paperkit import PluginError
     from paperkit_zero_init import ZerOConfig
     from paperkit_zero_init.hooks import ZerO
+
+    from paperkit import PluginError
 
     with pytest.raises(PluginError, match=r"zero_layers pattern\(s\) 'blocks\.\*\.linear3' match no Linear"):
         ZerO(ZerOConfig(zero_layers=["blocks.*.linear3"])).init(mlp(depth=2))
