@@ -61,7 +61,14 @@ class Square(nn.Module):
         return x * x
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity, "square": Square}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+    "square": Square,
+}
 
 
 def _activation(config: Any) -> nn.Module:
