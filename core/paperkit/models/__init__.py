@@ -20,11 +20,11 @@ from paperkit.spec import ModelSpec, option
 class MLPConfig:
     depth: int = option(2, help="Hidden layers (blocks) between the input layer and the head.", validator=v.ge(0))
     width: int = option(128, help="Hidden width.", validator=v.ge(1))
-    activation: Literal["relu", "tanh", "gelu", "identity", "maxout", "sine", "square"] = option(
+    activation: Literal["relu", "tanh", "gelu", "sigmoid", "identity", "maxout", "sine", "square"] = option(
         "relu",
         help="Nonlinearity. maxout: the max over maxout_pieces linear units (Goodfellow et al., 2013); "
         "sine: sin(sine_w0·x), SIREN's (Sitzmann et al., 2020); square: x², the grokking papers' quadratic unit.",
-        validator=v.in_(["relu", "tanh", "gelu", "identity", "maxout", "sine", "square"]),
+        validator=v.in_(["relu", "tanh", "gelu", "sigmoid", "identity", "maxout", "sine", "square"]),
     )
     maxout_pieces: int = option(2, help="Linear pieces per maxout unit (k).", validator=[v.ge(2), v.le(64)])
     sine_w0: float = option(30.0, help="ω0 of the sine activation (SIREN's 30).", validator=v.gt(0.0))
@@ -96,4 +96,26 @@ causal_transformer_model = ModelSpec(
     "Small decoder-only transformer with its own causal attention (QK-norm option) for next-token tasks.",
     "paperkit.models.causal:build",
     CausalTransformerConfig,
+)
+
+
+@attrs.define
+class MiniLMConfig:
+    freeze: Literal["none", "encoder"] = option(
+        "none",
+        help="none: fine-tune everything (or what an adapter leaves trainable); encoder: train the head only (a linear probe).",
+        validator=v.in_(["none", "encoder"]),
+    )
+    dropout: float | None = option(
+        None,
+        help="Dropout inside the encoder (default: the checkpoint's 0.1); 0 makes several processes match one exactly.",
+        validator=v.optional([v.ge(0.0), v.lt(1.0)]),
+    )
+
+
+minilm_model = ModelSpec(
+    "minilm",
+    "The pretrained all-MiniLM-L6-v2 encoder (6-layer BERT, 22.7 M parameters), mean-pooled, with a linear head.",
+    "paperkit.models.minilm:build",
+    MiniLMConfig,
 )

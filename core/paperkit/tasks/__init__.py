@@ -348,3 +348,61 @@ image_fitting_task = TaskSpec(
     ImageFittingConfig,
     kind="regression",
 )
+
+
+def _sentences(per_class: int):
+    return option(
+        per_class, help="Sentences generated per class (train and test together).", validator=[v.ge(4), v.le(100_000)]
+    )
+
+
+@attrs.define
+class SentenceTaskConfig:
+    per_class: int = _sentences(150)
+    test_fraction: float = _fraction(0.25, "Fraction of the sentences held out for testing.")
+    max_length: int = option(
+        32,
+        help="Tokens per sentence after MiniLM's WordPiece tokenizer (truncated, padded with [PAD]).",
+        validator=[v.ge(8), v.le(512)],
+    )
+    seed: int = option(0, help="Seed of the sentence generator and the split (the same text for every run seed).")
+
+
+@attrs.define
+class TopicsConfig(SentenceTaskConfig):
+    topics: int = option(8, help="How many of the eight topics are classes.", validator=[v.ge(2), v.le(8)])
+
+
+@attrs.define
+class SentimentConfig(SentenceTaskConfig):
+    per_class: int = _sentences(300)
+    negation: float = option(
+        0.3,
+        help="Probability that a sentiment word is negated ('not ...'), flipping its polarity.",
+        validator=[v.ge(0.0), v.le(1.0)],
+    )
+
+
+@attrs.define
+class TextStreamConfig(SentimentConfig):
+    per_class: int = _sentences(150)
+
+
+topics_task = TaskSpec(
+    "topics",
+    "Templated sentences about eight topics with shared distractor words, MiniLM-tokenized (offline).",
+    "paperkit.tasks.sentences:topics",
+    TopicsConfig,
+)
+sentiment_task = TaskSpec(
+    "sentiment",
+    "Reviews built from VADER's lexicon with negations; the label is the sign of the summed valence.",
+    "paperkit.tasks.sentences:sentiment",
+    SentimentConfig,
+)
+text_stream_task = TaskSpec(
+    "text-stream",
+    "Topics A, topics B and sentiment as a task-incremental stream of three MiniLM-tokenized experiences.",
+    "paperkit.tasks.sentences:text_stream",
+    TextStreamConfig,
+)

@@ -1,0 +1,120 @@
+"""The pretrained MiniLM and the embedded text tasks: offline loading, mean pooling, deterministic cached
+sentences, and the built-in LoRA on MiniLM against PEFT's LoRA on the same BertModel (outputs and gradients)."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import peft
+import pytest
+import torch
+
+from paperkit.tasks import sentences
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "minilm.toml"
+
+
+class _Config:
+    freeze, dropout = "none", 0.0
+
+
+@pytest.fixture(scope="module")
+def minilm() -> torch.nn.Module:
+    from paperkit.models.minilm import MiniLM
+
+    torch.manual_seed(0)
+    return MiniLM(3, _Config()).eval()
+
+
+def test_loads_offline_and_mean_pools_the_last_layer(minilm: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert sum(p.numel() for p in minilm.encoder.parameters()) == 22_565_376
+    ids = sentences.tokenize(["the striker scored a penalty.", "thick fog covered the valley this morning."], 16)
+    assert ids[0, 0] == 101 and (ids == 0).any()  # [CLS] first, [PAD] = 0 after the sentence
+    with torch.no_grad():
+        features = minilm.features(ids)
+        states = minilm.encoder(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+    for row in range(2):
+        real = ids[row] != 0
+        torch.testing.assert_close(features[row], states[row][real].mean(0))
+
+
+def test_text_tasks_are_deterministic_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAPERKIT_CACHE", str(tmp_path))
+    from paperkit.tasks import SentimentConfig, TextStreamConfig, TopicsConfig
+
+    a, b = sentences.topics(TopicsConfig(per_class=20)), sentences.topics(TopicsConfig(per_class=20))
+    assert torch.equal(a.experiences[0].train.x, b.experiences[0].train.x)
+    assert len(list((tmp_path / "tokens").glob("*.pt"))) == 1  # the second build read the cache
+    assert sentences.topics(TopicsConfig(per_class=20, seed=1)).experiences[0].train.x.shape == a.experiences[0].train.x.shape
+    stream = sentences.text_stream(TextStreamConfig(per_class=10))
+    assert [e.classes for e in stream.experiences] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)] and stream.scenario == "task"
+    reviews = sentences.sentiment(SentimentConfig(per_class=30))
+    y = torch.cat([reviews.experiences[0].train.y, reviews.experiences[0].test.y])
+    assert int((y == 1).sum()) == int((y == 0).sum()) == 30
+
+
+def test_sentiment_labels_are_the_sign_of_the_negated_valence() -> None:
+    positive, negative = sentences.lexicon()
+    template_words = {w for t in sentences.REVIEW_TEMPLATES for w in t.replace(",", " ").replace(";", " ").replace(".", " ").split()}
+    valence = {w: v for w, v in positive + negative if w not in template_words}  # a template's own words carry no label
+    texts, labels = sentences.review_sentences(50, random.Random(3))
+    for text, label in zip(texts, labels):
+        words = text.replace(",", " ").replace(";", " ").replace(".", " ").split()
+        total, flip = 0.0, 1.0
+        for word in words:
+            if word == "not":
+                flip = -1.0
+            elif word in valence:
+                total += flip * valence[word]
+                flip = 1.0
+        assert (total > 0) == bool(label), text
+
+
+def test_builtin_lora_matches_peft_on_minilm(minilm: torch.nn.Module) -> None:
+    """The built-in LoRA on the query and value projections gives PEFT's outputs and gradients on the same BertModel."""
+    from paperkit.adapters import LowRankLinear, init_lora_, wrap
+
+    ours = copy.deepcopy(minilm)
+    targets = ["encoder.encoder.layer.*.attention.self.query", "encoder.encoder.layer.*.attention.self.value"]
+    wrap(ours, targets, lambda name, linear: init_lora_(LowRankLinear(linear, 8, 16 / 8)))
+    reference = peft.get_peft_model(
+        copy.deepcopy(minilm.encoder), peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"])
+    )
+    generator = torch.Generator().manual_seed(0)
+    pairs = []
+    for name, module in ours.named_modules():
+        if isinstance(module, LowRankLinear):
+            theirs = reference.base_model.model.get_submodule(name.removeprefix("encoder."))
+            with torch.no_grad():
+                module.lora_A.copy_(torch.randn(module.lora_A.shape, generator=generator) * 0.05)
+                module.lora_B.copy_(torch.randn(module.lora_B.shape, generator=generator) * 0.05)
+                theirs.lora_A["default"].weight.copy_(module.lora_A)
+                theirs.lora_B["default"].weight.copy_(module.lora_B)
+            pairs.append((module, theirs))
+    assert len(pairs) == 12
+    ids = sentences.tokenize(["the band recorded the new album.", "the bank raised interest rates."], 16)
+    mask = (ids != 0).long()
+    mine = ours.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    theirs_out = reference(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(mine, theirs_out, rtol=1e-5, atol=1e-5)
+    mine.square().mean().backward()
+    theirs_out.square().mean().backward()
+    for module, theirs in pairs:
+        torch.testing.assert_close(module.lora_A.grad, theirs.lora_A["default"].weight.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(module.lora_B.grad, theirs.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_minilm_example_trains_each_arm(tmp_path: Path) -> None:
+    from paperkit.testing import run_plan_file
+
+    text = EXAMPLE.read_text().replace("max_steps = 120", "max_steps = 2").replace("epochs = 3", "epochs = 1")
+    path = tmp_path / "minilm.toml"
+    path.write_text(text.replace('name = "sentiment"', 'name = "sentiment"\nper_class = 24'))
+    for variant, trainable in (("lora", 12 * 2 * 8 * 384 * 2 // 2), ("probe", None)):
+        results = run_plan_file(path, tmp_path / variant, variant=variant).results
+        assert results["status"] == "completed" and results["steps"] == 2
+        if trainable is not None:
+            assert results["summary"]["lora"]["trainable_parameters"] == 73_728
