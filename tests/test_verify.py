@@ -244,11 +244,17 @@ def test_verify_builtin_claim_prints_claim_arms_and_verdict(cli, tmp_path):
     assert record["arms"]["variant"]["n"] == 3 and record["arms"]["baseline"]["n"] == 3
     assert record["budget"]["max_steps"] == 3 and record["budget"]["seeds"] == [0, 1, 2]
     assert record["verdict"] in ("supported", "not supported", "inconclusive")
+    assert record["environment"]["produced_by"] == "paperkit verify" and record["environment"]["torch_threads"] == [1]
     assert record["verdict"].upper() in flat
     report = (study / "report.md").read_text()
     assert "## Claim `adamw-vs-sgd` of `adamw`" in report and record["verdict"] in report
     assert (study / "final_metrics.png").stat().st_size > 0
     assert json.loads(table.read_text())[0]["claim"] == "adamw-vs-sgd"
+
+
+def test_verify_threads_must_be_positive(cli):
+    code, _out, err = cli("verify", "adamw", "--threads", "0")
+    assert code == 2 and "--threads 0" in err and len(err.strip().splitlines()) == 1
 
 
 PROBE_PLAN = """

@@ -16,7 +16,7 @@ Each verification writes ``verification.json`` into its study directory: one
     {"key", "claim", "statement", "paper", "metric", "direction", "margin",
      "confidence", "arms": {"variant": ARM, "baseline": ARM}, "difference",
      "interval": [low, high] | null, "test", "verdict", "reason", "quick",
-     "overrides", "budget", "date", "versions", "study_dir"}
+     "overrides", "budget", "date", "versions", "environment", "study_dir"}
     ARM = {"name", "mean", "std", "n", "seeds", "values"}
 
 ``difference`` and ``interval`` are ``variant − baseline`` in metric units
@@ -215,6 +215,7 @@ def judge(
         overrides=list(overrides or []),
         date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         versions=_versions(runs),
+        environment=_environment(runs),
     )
     return record
 
@@ -248,13 +249,35 @@ def budget(plan: Any, seeds: list[int]) -> dict[str, Any]:
     }
 
 
-def _versions(runs: list[Any]) -> dict[str, str]:
+def _manifests(runs: list[Any]) -> list[dict[str, Any]]:
+    out = []
     for r in runs:
         try:
-            return json.loads((r.run_dir / "manifest.json").read_text(encoding="utf-8")).get("versions", {})
+            out.append(json.loads((r.run_dir / "manifest.json").read_text(encoding="utf-8")))
         except (OSError, ValueError):
             continue
-    return {}
+    return out
+
+
+def _versions(runs: list[Any]) -> dict[str, str]:
+    found = _manifests(runs)
+    return found[0].get("versions", {}) if found else {}
+
+
+def _environment(runs: list[Any]) -> dict[str, Any]:
+    """Where the figures came from: ``paperkit verify`` itself, the torch thread counts its runs used (a
+    reduction sums in another order on another count, so identical arms agree only at equal counts), the
+    process counts, and the machine."""
+    import os
+    import platform
+
+    found = _manifests(runs)
+    return {
+        "produced_by": "paperkit verify",
+        "torch_threads": sorted({m["torch_threads"] for m in found if "torch_threads" in m}),
+        "num_processes": sorted({m["num_processes"] for m in found if "num_processes" in m}),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} logical CPUs",
+    }
 
 
 # -- the verification table -----------------------------------------------------------
@@ -375,6 +398,12 @@ def cmd_verify(args: Any) -> int:
     from paperkit.progress import Progress, RichProgress
 
     console = Console(highlight=False)
+    if args.threads is not None:  # pinned: the same arm gives the same numbers in every plugin's verification
+        if args.threads < 1:
+            raise PaperkitError(f"--threads {args.threads}: give at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     registry = installed_registry()
     if args.all == bool(args.key):
         raise PaperkitError("verify needs a method KEY or --all (not both)")
@@ -511,6 +540,12 @@ def register_commands(sub: Any) -> None:
         "--table", help=f"also write/update this verification table (JSON list; --all defaults to {DEFAULT_TABLE})"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every run (default 1, as the published table; recorded in each record)",
+    )
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("compare", help="compare existing runs or studies: mean ± std over seeds per variant")
