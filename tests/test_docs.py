@@ -64,6 +64,30 @@ def test_generated_references_are_current() -> None:
     assert not stale, f"docs/{', docs/'.join(stale)} out of date: run python scripts/gen_docs.py and commit the result"
 
 
+def test_method_cards_show_the_published_verification() -> None:
+    """Every bundled plugin's card carries its methods' verification table exactly as docs/verification.json has it
+    (supported or not): a re-verification that changes a figure fails here until the cards are regenerated."""
+    from paperkit.registry import Registry
+
+    registry = Registry()
+    updated = gen_docs.cards(registry=registry)
+    stale = sorted(str(path.relative_to(ROOT)) for path, text in updated.items() if path.read_text(encoding="utf-8") != text)
+    assert not stale, f"{', '.join(stale)}: verification tables out of date: run python scripts/gen_docs.py"
+    with_claims = {registry.origin("method", r.key)[0] for r in registry.records("method") if r.ok and r.spec.claims}
+    bundled = {d.name for d in (ROOT / "plugins").iterdir() if (d / "README.md").is_file()}
+    assert {ROOT / "plugins" / d / "README.md" for d in with_claims & bundled} <= set(updated)
+
+
+def test_card_block_shows_every_claim_and_missing_records() -> None:
+    from paperkit.spec import Claim
+
+    claims = [Claim("a", "A.", "x:y.toml", "classification/accuracy", "v", "b"), Claim("b", "B.", "x:y.toml", "m", "v", "b")]
+    record = {"arms": {"variant": {"name": "v", "mean": 0.9, "std": 0.01, "n": 5}, "baseline": {"name": "b", "mean": 0.8,
+              "std": 0.02, "n": 5}}, "difference": 0.1, "interval": [0.05, 0.15], "verdict": "supported"}
+    block = gen_docs.card_block("k", claims, {("k", "a"): record})
+    assert "**supported**" in block and "[0.05, 0.15]" in block and "`b`" in block and "not yet verified" in block
+
+
 def test_plan_reference_lists_every_key() -> None:
     from paperkit.plan import RunConfig, StudyConfig
 
