@@ -53,7 +53,16 @@ FILE = "checkpoint.safetensors"
 FORMAT = "paperkit-checkpoint"
 FORMAT_VERSION = 1
 #: ``[run]`` keys that change where and how often things are written, not what is computed.
-BOOKKEEPING = ("output", "checkpoint_every", "checkpoint_seconds", "log_every", "num_workers", "seeds", "save_model")
+BOOKKEEPING = (
+    "output",
+    "checkpoint_every",
+    "checkpoint_seconds",
+    "log_every",
+    "num_workers",
+    "seeds",
+    "save_model",
+    "trackers",
+)
 
 
 class RunInterrupted(KeyboardInterrupt):

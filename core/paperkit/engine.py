@@ -70,6 +70,7 @@ from paperkit.step import (  # noqa: F401  (forward, unwrapped: older plugins im
 )
 from paperkit.tasks.base import Experience, IndexedDataset, Task, apply_task_options
 from paperkit.teachers import teacher_builder
+from paperkit.trackers import Trackers
 
 #: The headline metric of class tasks (other kinds: ``paperkit.spec.KINDS``).
 ACCURACY = KINDS["class"].headline
@@ -109,7 +110,8 @@ def run(
     elif not resume:
         run_dir = _shared_run_dir(accelerator, run_dir)
     prepare_run_dir(run_dir, restore, accelerator.is_main_process)
-    recorder = RunRecorder(run_dir, accelerator.is_main_process)
+    trackers = Trackers(plan.run.trackers, run_dir, plan, seed, accelerator.is_main_process)
+    recorder = RunRecorder(run_dir, accelerator.is_main_process, trackers)
     progress.start_run(f"{plan.variant or plan.run.name} seed {seed}", task.num_experiences)
     ctx = RunContext(accelerator, plan, seed, task, run_dir)
     ctx.weights_resolver = weights

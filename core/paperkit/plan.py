@@ -57,6 +57,16 @@ def _seeds_valid(instance: Any, attribute: Any, value: list[int]) -> None:
         raise ValueError(f"'{attribute.name}' must be distinct: {value}")
 
 
+def _trackers_valid(instance: Any, attribute: Any, value: list[str]) -> None:
+    from paperkit.trackers import check_trackers
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'\'{attribute.name}\' must list tracker names, such as ["tensorboard", "mlflow"]')
+    problem = check_trackers(value)
+    if problem:
+        raise ValueError(f"'{attribute.name}': {problem}")
+
+
 #: What a run name may hold: it becomes a directory name under run.output, so no separators, no leading dot.
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -107,6 +117,12 @@ class RunConfig:
         None, help="Clip the global gradient norm to this value.", validator=v.optional(v.gt(0))
     )
     log_every: int = option(10, help="Write a metrics.jsonl record every N steps.", validator=v.ge(1))
+    trackers: list[str] = option(
+        attrs.Factory(list),
+        help="Experiment trackers that mirror the run's records: tensorboard (event files in the run directory), "
+        "mlflow ($MLFLOW_TRACKING_URI, else a local SQLite store OUTPUT/mlflow.db); see paperkit.trackers.",
+        validator=_trackers_valid,
+    )
     cpu: bool = option(False, help="Force the CPU even when accelerators are present.")
     num_workers: int = option(0, help="DataLoader worker processes.", validator=v.ge(0))
 

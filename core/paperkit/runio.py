@@ -89,9 +89,10 @@ def versions(distributions: dict[str, str]) -> dict[str, str]:
 class RunRecorder:
     """Writes the run directory; a no-op on processes other than the main one."""
 
-    def __init__(self, run_dir: Path, is_main: bool) -> None:
+    def __init__(self, run_dir: Path, is_main: bool, trackers: Any = None) -> None:
         self.run_dir = run_dir
         self.is_main = is_main
+        self.trackers = trackers  # paperkit.trackers.Trackers: every record mirrored, the final metrics at the end
         self._metrics = None
         if is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,12 +112,18 @@ class RunRecorder:
         if self._metrics is not None:
             self._metrics.write(json.dumps(record, default=_jsonable) + "\n")
             self._metrics.flush()
+            if self.trackers is not None:
+                self.trackers.record(record)
 
     def write_results(self, results: dict[str, Any]) -> None:
         if self.is_main:
             write_json(self.run_dir / "results.json", results)
+            if self.trackers is not None and results.get("status") == "completed":
+                self.trackers.finish(results)
 
     def close(self) -> None:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+        if self.trackers is not None:
+            self.trackers.finish({})  # an interrupted or failed run still closes its trackers' files
