@@ -180,6 +180,37 @@ def test_lora_init_matches_peft_defaults() -> None:
     torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
 
 
+def test_export_peft_loads_in_peft_with_identical_outputs(tmp_path) -> None:
+    """Our adapters (and a trained head) in PEFT's format: PeftModel.from_pretrained on the base gives our outputs."""
+    import copy
+
+    import peft
+
+    model = _mlp()
+    base = copy.deepcopy(model)
+    wrap(model, ["0", "2"], _lora(rank=3, scaling=2.0))
+    _random_factors(model)
+    with torch.no_grad():
+        model[4].weight.add_(torch.randn_like(model[4].weight))  # the head trained whole
+    adapters.export_peft(model, tmp_path / "peft", ["4"])
+    loaded = peft.PeftModel.from_pretrained(base, tmp_path / "peft")
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="one rank and scaling"):
+        other = _mlp()
+        wrap(other, ["0"], _lora(rank=3, scaling=2.0))
+        wrap(other, ["2"], _lora(rank=2, scaling=2.0))
+        adapters.export_peft(other, tmp_path / "mixed")
+
+
+def test_lora_modules_to_save_train_and_are_exported(run_plan, tmp_path) -> None:
+    results, manifest = run_plan(LORA_PLAN.replace('target = ["blocks.*.linear1", "head"]', 'target = ["blocks.*.linear1"]\nmodules_to_save = ["head"]'))
+    assert results["status"] == "completed"
+    (run_dir,) = {p.parent for p in tmp_path.rglob("adapter.safetensors")}
+    config = json.loads((run_dir / "peft" / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == ["head"] and config["target_modules"] == ["blocks.0.linear1"]
+
+
 # -- the built-in lora method inside the engine --------------------------------------------
 LORA_PLAN = DIGITS_PLAN.replace("epochs = 1", "epochs = 1\nmax_steps = 5") + """
 [adapt]

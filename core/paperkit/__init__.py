@@ -69,6 +69,7 @@ _LAZY: dict[str, str] = {
     "wrap_low_rank": "paperkit.adapters",
     "adapter_layers": "paperkit.adapters",
     "merge_and_unload": "paperkit.adapters",
+    "export_peft": "paperkit.adapters",
     # second models
     "Teacher": "paperkit.teachers",
     "EMA": "paperkit.teachers",
@@ -126,6 +127,7 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
         LowRankAdapterMethod,
         LowRankLinear,
         adapter_layers,
+        export_peft,
         init_lora_,
         lora_scaling,
         merge_and_unload,

@@ -337,6 +337,54 @@ def load_adapter(model: nn.Module, path: str | Path) -> None:
             p.copy_(value)
 
 
+def export_peft(model: nn.Module, directory: str | Path, modules_to_save: tuple[str, ...] | list[str] = ()) -> Path:
+    """Write the low-rank adapters in PEFT's on-disk format (``adapter_config.json`` and
+    ``adapter_model.safetensors``), so ``peft.PeftModel.from_pretrained(base, directory)`` rebuilds the adapted
+    model on the same base weights; ``modules_to_save`` (a trained head) are stored whole, as PEFT stores them.
+
+    Every adapter must share one rank and one scaling (PEFT's ``r`` and ``lora_alpha = scaling · r``); the
+    adapters must not be merged.
+    """
+    from safetensors.torch import save_file
+
+    layers = list(adapter_layers(model))
+    if not layers:
+        raise ValueError("the model has no low-rank adapters to export")
+    shapes = {(layer.rank, layer.scaling) for _name, layer in layers}
+    if len(shapes) != 1:
+        raise ValueError(f"PEFT's format needs one rank and scaling for every adapter, found {sorted(shapes)}")
+    if any(layer.merged for _name, layer in layers):
+        raise ValueError("unmerge the adapters before exporting them")
+    ((rank, scaling),) = shapes
+    tensors = {}
+    for name, layer in layers:
+        tensors[f"base_model.model.{name}.lora_A.weight"] = layer.lora_A.detach().contiguous()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = layer.lora_B.detach().contiguous()
+    for module_name in modules_to_save:
+        for pname, value in model.get_submodule(module_name).state_dict().items():
+            tensors[f"base_model.model.{module_name}.{pname}"] = value.detach().contiguous()
+    dropout = next((getattr(layer.dropout, "p", 0.0) for _n, layer in layers if hasattr(layer, "dropout")), 0.0)
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": scaling * rank,
+        "lora_dropout": float(dropout),
+        "target_modules": [name for name, _layer in layers],
+        "modules_to_save": list(modules_to_save) or None,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "task_type": None,
+        "base_model_name_or_path": None,
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    return directory
+
+
 # -- the hook shell LoRA-family methods share --------------------------------------------
 class LowRankAdapterMethod:
     """The hooks of a LoRA-family method; a paper subclasses it and writes :meth:`initialize`.
@@ -373,11 +421,23 @@ class LowRankAdapterMethod:
         self.initialize(name, layer)
         return layer
 
+    @property
+    def modules_to_save(self) -> list[str]:
+        """Modules that train whole beside the adapters (a new classifier head), PEFT's ``modules_to_save``."""
+        return list(getattr(self.config, "modules_to_save", None) or [])
+
     @hookimpl
     def adapt(self, model: nn.Module, ctx: object) -> nn.Module:
         self.where = f"{getattr(getattr(ctx, 'plan', None), 'path', 'plan')}: [adapt]"
         self.layers = list(wrap(model, self.config.target, self.make_layer, f"{self.where} target"))  # type: ignore[attr-defined]
         self.trainable = mark_adapters_trainable(model)
+        for name in self.modules_to_save:
+            try:
+                module = model.get_submodule(name)
+            except AttributeError:
+                raise PlanError(f"the model has no module '{name}' to train", f"{self.where} modules_to_save") from None
+            module.requires_grad_(True)
+            self.trainable += sum(p.numel() for p in module.parameters())
         return model
 
     @hookimpl
@@ -385,6 +445,10 @@ class LowRankAdapterMethod:
         inner = ctx.accelerator.unwrap_model(model)  # type: ignore[attr-defined]
         if ctx.is_main_process:  # type: ignore[attr-defined]
             save_adapter(inner, Path(ctx.run_dir) / "adapter.safetensors")  # type: ignore[attr-defined]
+            try:  # the same adapters for PEFT users (peft.PeftModel.from_pretrained(base, run_dir / "peft"))
+                export_peft(inner, Path(ctx.run_dir) / "peft", self.modules_to_save)  # type: ignore[attr-defined]
+            except ValueError:  # mixed ranks or scalings: PEFT's format cannot say so; adapter.safetensors can
+                pass
         merge_and_unload(inner)
         return {"trainable_parameters": float(self.trainable), "adapted_layers": float(len(self.layers))}
 
@@ -397,9 +461,11 @@ class LowRankAdapterMethod:
         return model
 
     def adapter_parameters(self, model: nn.Module) -> list[str]:
-        """Full names of the parameters that train (the factors of every adapter)."""
-        return [
+        """Full names of the parameters that train (the factors of every adapter, and ``modules_to_save``)."""
+        factors = [
             f"{name}.{attr}" if name else attr
             for name, layer in adapter_layers(model)
             for attr in layer.adapter_parameters()
         ]
+        whole = [f"{m}.{p}" for m in self.modules_to_save for p, _v in model.get_submodule(m).named_parameters()]
+        return factors + whole

@@ -70,6 +70,11 @@ class LoRAConfig:
         "(every nn.Linear but the classifier head, PEFT's shorthand); see paperkit.adapters.",
         validator=_targets,
     )
+    modules_to_save: list[str] = option(
+        attrs.Factory(list),
+        help="Modules trained whole beside the adapters, PEFT's modules_to_save: ['head'] when the classifier "
+        "head is new (a pretrained encoder on a new task).",
+    )
 
 
 @attrs.define
