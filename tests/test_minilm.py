@@ -119,3 +119,28 @@ def test_minilm_example_trains_each_arm(tmp_path: Path) -> None:
         if variant == "lora":  # 12 projections × (8·384 + 384·8) factors, and the new head (2 × 384 + 2) whole
             assert result.results["summary"]["lora"]["trainable_parameters"] == 73_728 + 770
             assert (result.run_dir / "peft" / "adapter_config.json").is_file()
+
+
+def test_pissa_on_minilm_matches_peft(minilm: torch.nn.Module) -> None:
+    """The PiSSA plugin on MiniLM's query and value projections: PEFT's factors, residual base weights, outputs
+    and gradients on the same BertModel (exact SVD, rank 8)."""
+    from paperkit_pissa.functional import pissa_linear
+
+    from paperkit.adapters import wrap
+
+    ours = copy.deepcopy(minilm)
+    targets = ["encoder.encoder.layer.*.attention.self.query", "encoder.encoder.layer.*.attention.self.value"]
+    wrap(ours, targets, lambda name, linear: pissa_linear(linear, 8, 16))
+    config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], init_lora_weights="pissa")
+    reference = peft.get_peft_model(copy.deepcopy(minilm.encoder), config)
+    ids = sentences.tokenize(["the chef baked fresh bread.", "a cold front brought snow showers."], 16)
+    mask = (ids != 0).long()
+    mine = ours.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    theirs = reference(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+    mine.square().mean().backward()
+    theirs.square().mean().backward()
+    layer = ours.get_submodule("encoder.encoder.layer.3.attention.self.value")
+    peer = reference.base_model.model.get_submodule("encoder.layer.3.attention.self.value")
+    torch.testing.assert_close(layer.base.weight, peer.base_layer.weight, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.lora_B.grad, peer.lora_B["default"].weight.grad, rtol=1e-3, atol=1e-6)
