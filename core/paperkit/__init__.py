@@ -82,6 +82,9 @@ _LAZY: dict[str, str] = {
     "parameter_jacobian": "paperkit.derivatives",
     "capture": "paperkit.capture",
     "Captured": "paperkit.capture",
+    # the layers an initialization walks over
+    "LAYER_KINDS": "paperkit.layers",
+    "weight_layers": "paperkit.layers",
     # weights on disk
     "save_weights": "paperkit.weights",
     "load_weights": "paperkit.weights",
@@ -137,6 +140,7 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
     from paperkit.capture import Captured, capture
     from paperkit.context import Batch, EvalSet, Optimization, Outputs, RunContext
     from paperkit.derivatives import hutchinson_trace, hvp, parameter_jacobian, per_sample_gradients
+    from paperkit.layers import LAYER_KINDS, weight_layers
     from paperkit.models.base import Classifier
     from paperkit.models.cnn import CNN
     from paperkit.models.mlp import MLP, Maxout

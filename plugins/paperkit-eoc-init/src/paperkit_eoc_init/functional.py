@@ -60,13 +60,15 @@ Nothing here needs the paperkit engine: :func:`init_model_` works on any model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import lru_cache
 
 import attrs
 import numpy as np
 import torch
 from torch import nn
+
+from paperkit import weight_layers
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -565,24 +567,8 @@ def eoc_rate(point: EocPoint) -> float:
 
 # --- drawing the weights ----------------------------------------------------------------------------------
 
-#: The layer kinds an option may name, and the modules each covers (conv fan-in = in·k·..., torch's).
-LAYER_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
-    "linear": (nn.Linear,),
-    "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
-}
-
-
-def init_layers(
-    model: nn.Module, kinds: tuple[str, ...] | list[str] = ("linear", "conv")
-) -> Iterator[tuple[str, nn.Module]]:
-    """``(name, module)`` for every layer of the given kinds (:data:`LAYER_KINDS`), in module order."""
-    unknown = [k for k in kinds if k not in LAYER_KINDS]
-    if unknown:
-        raise ValueError(f"unknown layer kind(s) {', '.join(map(repr, unknown))} (known: {', '.join(LAYER_KINDS)})")
-    types = tuple(t for k in kinds for t in LAYER_KINDS[k])
-    for name, module in model.named_modules():
-        if isinstance(module, types) and isinstance(getattr(module, "weight", None), torch.Tensor):
-            yield name, module
+#: The layer kinds an option may name (the core's walk over weight layers, shared by every init).
+init_layers = weight_layers
 
 
 @torch.no_grad()

@@ -64,6 +64,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from paperkit import LAYER_KINDS
+
 # --- order statistics of Gaussians ------------------------------------------------------------------------
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)
@@ -172,11 +174,6 @@ def jacobian_factor(c: float, k: int, cos2: float) -> float:
 
 # --- which layers feed a maxout -------------------------------------------------------------------------
 
-#: The layer kinds an option may name, and the modules each covers (conv fan-in = in·k·k, torch's).
-LAYER_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
-    "linear": (nn.Linear,),
-    "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
-}
 
 
 def maxout_rank(module: nn.Module) -> int | None:
