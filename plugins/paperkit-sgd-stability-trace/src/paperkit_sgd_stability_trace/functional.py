@@ -143,6 +143,11 @@ def stability_report(
     passes ``paperkit.forward`` so the class mask of the loss applies). Draws only from ``generator``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    frozen: list[torch.Tensor] = []
+    if not params:  # an adapter merged into frozen weights at the end of the run: the trained weights are these
+        frozen = params = [p for p in model.parameters() if p.is_floating_point()]
+        for p in frozen:
+            p.requires_grad_(True)
     training = model.training
     model.eval()
     try:
@@ -153,6 +158,8 @@ def stability_report(
             lam, iterations = top_eigenvalue(loss, params, generator, power_iters, tol)
     finally:
         model.train(training)
+        for p in frozen:
+            p.requires_grad_(False)
     n = len(x)
     return {
         "loss": float(loss.detach()),
