@@ -117,12 +117,12 @@ def matrix(
             solos.append(outcome)
             if outcome.status == "composes":
                 usable.setdefault(kind, []).append(record.key)
-        pairs = [(kind, (a, b)) for kind, keys in sorted(usable.items()) for i, a in enumerate(keys) for b in keys[i + 1 :]]
+        pairs = [
+            (kind, (a, b)) for kind, keys in sorted(usable.items()) for i, a in enumerate(keys) for b in keys[i + 1 :]
+        ]
         if sample is not None and sample < len(pairs):
             pairs = sorted(random.Random(seed).sample(pairs, sample))
         index, count = shard
         pairs = pairs[index::count]
-        outcomes = [
-            run_together(keys, registry, kind, root / "pairs" / f"{n}") for n, (kind, keys) in enumerate(pairs)
-        ]
+        outcomes = [run_together(keys, registry, kind, root / "pairs" / f"{n}") for n, (kind, keys) in enumerate(pairs)]
     return solos, outcomes
