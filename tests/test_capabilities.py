@@ -457,6 +457,7 @@ TWO_PROCESSES = [
     ("mean-teacher.toml", ""),
     ("net2wider.toml", "at_steps = [3]"),
     ("double-backprop.toml", ""),
+    ("distill.toml", ""),
 ]
 
 
@@ -467,8 +468,9 @@ def test_two_processes_equal_one(plan: str, edit: str, tmp_path: Path) -> None:
         text = text.replace("at_steps = [100]", edit)
     path = tmp_path / plan
     path.write_text(text)
-    one, _ = run_plan_text(text, tmp_path / "one")
-    two = run_distributed(path, tmp_path / "two")
+    variant = "distilled" if plan == "distill.toml" else None
+    one, _ = run_plan_text(text, tmp_path / "one", variant=variant)
+    two = run_distributed(path, tmp_path / "two", variant=variant)
     for name, value in one["final"].items():
         assert two["final"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
 

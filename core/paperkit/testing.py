@@ -1257,9 +1257,10 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_distributed(
-    plan: Path, output: Path, processes: int = 2, timeout: float = 300, attempts: int = 2
+    plan: Path, output: Path, processes: int = 2, timeout: float = 300, attempts: int = 2, variant: str | None = None
 ) -> dict[str, Any]:
-    """Run ``plan`` (first seed) on ``processes`` CPU processes with torchrun (gloo); its results.json.
+    """Run ``plan`` (first seed; its ``variant``, default the plan itself) on ``processes`` CPU processes with
+    torchrun (gloo); its results.json (the variant's own, when a reference ran another variant first).
 
     A launch that dies is tried once more: gloo on a loaded machine can lose a
     connection, and a real fault in the method fails every attempt anyway.
@@ -1288,6 +1289,7 @@ def run_distributed(
             "--output",
             str(target),
             "--quiet",
+            *(["--variant", variant] if variant else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if done.returncode == 0:
@@ -1296,6 +1298,8 @@ def run_distributed(
     else:
         raise AssertionError(f"{processes}-process run failed {attempts} times:\n" + "\n---\n".join(failures))
     found = sorted(target.glob("*/results.json"))
+    if variant:  # a reference runs its variant beside this one: keep this variant's run
+        found = [f for f in found if json.loads((f.parent / "manifest.json").read_text()).get("variant") == variant]
     assert len(found) == 1, f"expected one run directory under {target}, found {len(found)}"
     results = json.loads(found[0].read_text())
     manifest = json.loads((found[0].parent / "manifest.json").read_text())
