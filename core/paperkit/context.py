@@ -267,12 +267,17 @@ class RunContext:
         return Teacher([self.teacher_builder(name, where) for name in names], self, cache)
 
     def save_weights(self, model: nn.Module, name: str) -> Path | None:
-        """Write ``<run_dir>/<name>.safetensors`` from the main process; returns the path there."""
+        """Write ``<run_dir>/<name>.safetensors`` from the main process; returns the path there.
+
+        Every process calls it and every process returns only once the file is on disk: a variant
+        run's weights are read by all processes of the run that referenced it, right after.
+        """
         from paperkit.weights import save_weights
 
         path = self.run_dir / f"{name}.safetensors"
         if self.is_main_process:
             save_weights(self.accelerator.unwrap_model(model), path)
+        self.accelerator.wait_for_everyone()
         return path
 
 
