@@ -85,6 +85,8 @@ _LAZY: dict[str, str] = {
     # the layers an initialization walks over
     "LAYER_KINDS": "paperkit.layers",
     "weight_layers": "paperkit.layers",
+    # text: MiniLM's tokenizer (class names, prompts), cached like the text tasks' inputs
+    "tokenize": "paperkit.tasks.sentences",
     # weights on disk
     "save_weights": "paperkit.weights",
     "load_weights": "paperkit.weights",
