@@ -139,7 +139,7 @@ def test_adapter_file_round_trip_and_mismatch(tmp_path) -> None:
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["paperkit.adapters"])
-    assert meta["0"] == {"rank": 3, "scaling": 2.0}
+    assert meta["0"] == {"kind": "low-rank", "rank": 3, "scaling": 2.0}
     wrong = _mlp()
     wrap(wrong, ["0"], _lora())
     with pytest.raises(CheckpointError, match="does not fit this model's adapters"):

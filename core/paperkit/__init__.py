@@ -62,6 +62,8 @@ _LAZY: dict[str, str] = {
     "ReservoirBuffer": "paperkit.builtin.reservoir",
     "Replay": "paperkit.builtin.reservoir",
     "join_replay": "paperkit.builtin.reservoir",
+    "AdaptedLinear": "paperkit.adapters",
+    "AdapterMethod": "paperkit.adapters",
     "LowRankLinear": "paperkit.adapters",
     "LowRankAdapterMethod": "paperkit.adapters",
     "init_lora_": "paperkit.adapters",
@@ -70,6 +72,8 @@ _LAZY: dict[str, str] = {
     "adapter_layers": "paperkit.adapters",
     "merge_and_unload": "paperkit.adapters",
     "export_peft": "paperkit.adapters",
+    "write_peft": "paperkit.adapters",
+    "shared_module": "paperkit.adapters",
     # second models
     "Teacher": "paperkit.teachers",
     "EMA": "paperkit.teachers",
@@ -129,6 +133,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
     from paperkit.adapters import (
+        AdaptedLinear,
+        AdapterMethod,
         LowRankAdapterMethod,
         LowRankLinear,
         adapter_layers,
@@ -136,7 +142,9 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
         init_lora_,
         lora_scaling,
         merge_and_unload,
+        shared_module,
         wrap_low_rank,
+        write_peft,
     )
     from paperkit.builtin.reservoir import Replay, ReservoirBuffer, join_replay
     from paperkit.capture import Captured, capture

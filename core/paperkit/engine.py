@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from paperkit.adapters import merge_and_unload
 from paperkit.checkpoint import (
     Checkpointer,
     Resume,
@@ -158,6 +159,7 @@ def run(
                     raise RunInterrupted("stopped between experiences")
                 progress.end_experience()
             summary = {key: out for key, out in methods.call("after_run", model=model, ctx=ctx) if out}
+            merge_and_unload(accelerator.unwrap_model(model))  # adapters fold in once every method has seen them
             elapsed = saver.elapsed()
             results.update(summarize(task, state.initial, state.rows, summary, plan.task.kind))
             results.update(
