@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Write docs/compatibility.md: every installed method alone, then pairs of them, on a two-step tiny task.
 
+Also writes the outcomes as JSON beside it (``docs/compatibility.json``, which the catalog page counts).
+
 Usage: ``python scripts/compat_matrix.py`` (every pair; about half a second each on one core),
 ``--sample N`` (a deterministic sample of N pairs), ``--shard I/N`` (every N-th pair from the
 I-th, to split a full matrix over processes), ``--output FILE``. See :mod:`paperkit.compat`.
@@ -9,6 +11,7 @@ I-th, to split a full matrix over processes), ``--output FILE``. See :mod:`paper
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import Counter
@@ -71,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     solos, pairs = matrix(Registry(), args.sample, args.seed, (int(index), int(count or 1)))
     args.output.write_text(page(solos, pairs, args.sample, time.perf_counter() - started), encoding="utf-8")
-    print(f"wrote {args.output}: {len(pairs)} pairs, {sum(o.status == 'fails' for o in pairs)} failing")
+    table = args.output.with_suffix(".json")  # what the catalog page counts per method
+    rows = {
+        "sample": args.sample,
+        "solos": [{"methods": list(o.methods), "kind": o.kind, "status": o.status, "detail": o.detail} for o in solos],
+        "pairs": [{"methods": list(o.methods), "kind": o.kind, "status": o.status, "detail": o.detail} for o in pairs],
+    }
+    table.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.output} and {table.name}: {len(pairs)} pairs, {sum(o.status == 'fails' for o in pairs)} failing")
     return 0
 
 

