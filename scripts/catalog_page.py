@@ -182,8 +182,9 @@ def main() -> int:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gen_docs
     import tempfile
+
+    import gen_docs
 
     from paperkit.registry import Registry
 
