@@ -144,3 +144,33 @@ def test_pissa_on_minilm_matches_peft(minilm: torch.nn.Module) -> None:
     peer = reference.base_model.model.get_submodule("encoder.layer.3.attention.self.value")
     torch.testing.assert_close(layer.base.weight, peer.base_layer.weight, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(layer.lora_B.grad, peer.lora_B["default"].weight.grad, rtol=1e-3, atol=1e-6)
+
+
+def test_centroid_probe_is_the_nearest_normalized_class_mean() -> None:
+    from paperkit.builtin.probe import centroid_accuracy
+
+    train = torch.tensor([[1.0, 0.0], [3.0, 0.2], [0.0, 2.0], [0.1, 1.0]])
+    train_y = torch.tensor([0, 0, 1, 1])
+    # class means of the normalized rows point at ~0° and ~90°; a long vector at 30° is class 0 by cosine,
+    # though it lies nearer class 1's unnormalized mean in Euclidean distance
+    test = torch.tensor([[0.866, 0.5], [0.2, 1.0], [10.0, 9.0]])
+    assert centroid_accuracy(train, train_y, test, torch.tensor([0, 1, 0]), 2) == 1.0
+    assert centroid_accuracy(train, train_y, test, torch.tensor([1, 1, 1]), 2) == pytest.approx(1 / 3)
+
+
+def test_held_out_probe_reports_before_and_after_training(tmp_path: Path) -> None:
+    """The probe runs on a text task other than the plan's, at the initial evaluation and after training."""
+    from paperkit.testing import run_plan_file
+
+    path = tmp_path / "probe.toml"
+    path.write_text(
+        '[run]\nname = "probe"\nseeds = [0]\nepochs = 1\nbatch_size = 8\nmax_steps = 2\nsave_model = false\n'
+        '[task]\nname = "sentiment"\nper_class = 16\nmax_length = 16\n'
+        '[model]\nname = "transformer"\nd_model = 16\nlayers = 1\nheads = 2\n'
+        '[optimize]\nuse = "adamw"\n[[evaluate]]\nuse = "held-out-probe"\ntask = "topics"\nper_class = 8\n'
+    )
+    results = run_plan_file(path, tmp_path / "runs").results
+    for phase in ("initial", "final"):
+        value = results[phase]["held-out-probe/accuracy"]
+        assert 0.0 <= value <= 1.0
+    assert results["initial"]["held-out-probe/accuracy"] > 1 / 8  # features of untrained embeddings still separate topics
