@@ -52,6 +52,8 @@ _LAZY: dict[str, str] = {
     "MLP": "paperkit.models.mlp",
     "Maxout": "paperkit.models.mlp",
     "CNN": "paperkit.models.cnn",
+    "MiniLM": "paperkit.models.minilm",
+    "load_minilm": "paperkit.models.minilm",
     # the training step's building blocks
     "forward": "paperkit.step",
     "unwrapped": "paperkit.step",
@@ -73,6 +75,7 @@ _LAZY: dict[str, str] = {
     "merge_and_unload": "paperkit.adapters",
     "export_peft": "paperkit.adapters",
     "write_peft": "paperkit.adapters",
+    "modules_to_save_tensors": "paperkit.adapters",
     "shared_module": "paperkit.adapters",
     # second models
     "Teacher": "paperkit.teachers",
@@ -142,6 +145,7 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
         init_lora_,
         lora_scaling,
         merge_and_unload,
+        modules_to_save_tensors,
         shared_module,
         wrap_low_rank,
         write_peft,
@@ -153,6 +157,7 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
     from paperkit.layers import LAYER_KINDS, weight_layers
     from paperkit.models.base import Classifier
     from paperkit.models.cnn import CNN
+    from paperkit.models.minilm import MiniLM, load_minilm
     from paperkit.models.mlp import MLP, Maxout
     from paperkit.step import forward, per_sample_targets, trainable, unwrapped, weighted_mean
     from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo

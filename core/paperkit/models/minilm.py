@@ -61,6 +61,14 @@ class MiniLM(Classifier):
         return (states * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
 
 
+def load_minilm(num_classes: int, freeze: str = "none", dropout: float | None = None) -> MiniLM:
+    """The pretrained MiniLM with a fresh ``num_classes`` head, outside a plan (a frozen encoder of class names, a
+    reference model in a test): what ``[model] name = "minilm"`` builds, with the same options."""
+    import types
+
+    return MiniLM(num_classes, types.SimpleNamespace(freeze=freeze, dropout=dropout))
+
+
 def build(config: Any, info: Any) -> MiniLM:
     if info.input_kind != "tokens" or info.vocab_size != 30522:
         raise ValueError("minilm reads MiniLM token ids: use a text task (topics, sentiment, text-stream)")
