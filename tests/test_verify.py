@@ -328,3 +328,28 @@ def test_verify_all_writes_the_table_and_lists_broken_claims(cli, tmp_path, monk
     assert ok["verdict"] in ("supported", "not supported", "inconclusive") and ok["arms"]["variant"]["n"] == 2
     assert {"key", "claim", "statement", "metric", "arms", "difference", "interval", "verdict", "quick", "date", "versions"} <= set(ok)
     assert "verification" in out  # the summary table
+
+
+def test_claims_sharing_a_plan_run_each_arm_and_seed_once(cli, tmp_path, monkeypatch):
+    """Two claims on one plan (the same arms, another metric): the second claim reuses the first one's runs."""
+    from paperkit import verify
+
+    paperkit_registry = registry_without_adamw_claim()
+    plan = tmp_path / "probe.toml"
+    plan.write_text(PROBE_PLAN)
+    accuracy = Claim("fast-wins", "A larger step learns more.", str(plan), "classification/accuracy", "fast", "slow",
+                     seeds=(0, 1), quick_seeds=(0, 1))
+    loss = Claim("fast-lower-loss", "A larger step lowers the loss.", str(plan), "classification/loss", "fast", "slow",
+                 direction="lower", seeds=(0, 1), quick_seeds=(0, 1))
+    paperkit_registry.add(Method(key="probe", summary="claims only", paper=Paper("Probe", 2024), hooks=("optimize",),
+                                 implementation="tests.test_verify:_NoImpl", claims=(accuracy, loss)))
+    monkeypatch.setattr(verify, "installed_registry", lambda: paperkit_registry)
+    code, _out, _ = cli("verify", "probe", "--quick", "--output", tmp_path / "runs", "--quiet")
+    assert code == 0
+    studies = sorted((tmp_path / "runs").glob("verify-probe-*"))
+    assert len(studies) == 2
+    run_dirs = [p for s in studies for p in s.iterdir() if (p / "results.json").is_file()]
+    assert len(run_dirs) == 4  # 2 arms x 2 seeds, made once (by the first claim's study)
+    second = json.loads((studies[0] / "verification.json").read_text()), json.loads((studies[1] / "verification.json").read_text())
+    assert {r["claim"] for r in second} == {"fast-wins", "fast-lower-loss"}
+    assert all(r["arms"]["variant"]["n"] == 2 and r["arms"]["baseline"]["n"] == 2 for r in second)

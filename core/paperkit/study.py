@@ -189,8 +189,14 @@ def run_study(
     plan_file: str | Path | None = None,
     info: dict[str, Any] | None = None,
     report: bool = True,
+    reuse: dict[tuple[str, str | None, str, int], RunRecord] | None = None,
 ) -> Study:
     """Run every plan (one per variant) × seed into one study directory, then summarize and report.
+
+    ``reuse`` maps :func:`run_key` to runs finished earlier (by another study of the same
+    invocation): an identical resolved plan and seed is the same run, so it is taken, not
+    repeated, and every run this study makes is added to it. ``paperkit verify`` passes one
+    across claims that share a plan and arms.
 
     A run that diverges (:class:`~paperkit.errors.DivergenceError`) is recorded
     as failed and the study goes on: a method that diverges where its baseline
@@ -209,6 +215,11 @@ def run_study(
     study = Study(directory, runs, {})
     try:
         for plan, seed in jobs:
+            key = run_key(plan, seed)
+            if reuse is not None and key in reuse:
+                runs.append(reuse[key])
+                progress.run_done()
+                continue
             run_dir = new_run_dir(directory, plan.run.name, plan.variant, seed)
             label = plan.variant or plan.run.name
             try:
@@ -218,12 +229,19 @@ def run_study(
                 results = _read_results(run_dir) or {"status": "failed", "error": str(exc)}
             record = RunRecord(label, seed, run_dir, results, plan.variant)
             runs.append(record)
+            if reuse is not None and results.get("status") == "completed":
+                reuse[key] = record
             write_run_report_safely(record)
             progress.run_done()
     finally:
         if runs:
             study.summary = write_study(directory, runs, baseline, confidence, name, plan_file, info, report)
     return study
+
+
+def run_key(plan: Any, seed: int) -> tuple[str, str | None, str, int]:
+    """What makes two runs the same run: the plan file, the variant, the resolved plan and the seed."""
+    return (str(Path(plan.path).resolve()), plan.variant, plan.fingerprint(), seed)
 
 
 def write_run_report_safely(record: RunRecord) -> None:

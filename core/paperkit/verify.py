@@ -102,8 +102,13 @@ def verify_claim(
     overrides: list[str] | tuple[str, ...] = (),
     progress: Any = None,
     paper: Any = None,
+    reuse: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run ``claim``'s two arms over its seeds as a study; return the verification record."""
+    """Run ``claim``'s two arms over its seeds as a study; return the verification record.
+
+    ``reuse`` (see :func:`paperkit.study.run_study`) carries finished runs from claim to claim:
+    claims that share a plan run each arm and seed once.
+    """
     from paperkit.plan import build_plan, load_plan
     from paperkit.progress import Progress
     from paperkit.study import run_study
@@ -137,6 +142,7 @@ def verify_claim(
                 plan_file=path,
                 info={"claim": {"key": key, "id": claim.id, "quick": quick}},
                 report=False,
+                reuse=reuse,
             )
         finally:
             progress.close()
@@ -419,6 +425,7 @@ def cmd_verify(args: Any) -> int:
         spec, claims = method_claims(registry, args.key, args.claim)
         targets = [(args.key, spec.paper, c) for c in claims]
     records = []
+    finished: dict[Any, Any] = {}  # runs shared by claims of one plan run once
     for key, paper, claim in targets:
         progress = RichProgress(console) if console.is_terminal and not args.quiet else Progress()
         try:
@@ -431,6 +438,7 @@ def cmd_verify(args: Any) -> int:
                 overrides=args.set,
                 progress=progress,
                 paper=paper,
+                reuse=finished,
             )
         except PaperkitError as exc:
             if not args.all:
