@@ -86,3 +86,32 @@ def test_overrides_reach_variants_that_replace_the_table() -> None:
     assert str(long.run.output) == "elsewhere" and long.run.epochs == 1
     two = load_plan("p.toml", overrides, variant="two", registry=registry, text=text)  # two entries: not its override
     assert [u.key for u in two.methods if u.section == "optimize"] == ["sgd", "sam"]
+
+
+def _needs_width_64(plan, config) -> None:  # noqa: ANN001 - a Method.check as a plugin writes one
+    if getattr(plan.model.config, "width", None) != 64:
+        raise ValueError("needs [model] width = 64")
+
+
+def test_a_method_check_refuses_a_plan_before_anything_trains(tmp_path) -> None:
+    """``Method.check(plan, config)`` runs at plan check: its ValueError is one PlanError naming the method."""
+    from paperkit import Method, Paper, PlanError, PluginError
+    from paperkit.plan import load_plan
+    from paperkit.testing import builtin_registry
+
+    registry = builtin_registry()
+    for key, check in (("needs-64", _needs_width_64), ("broken-check", "tests.test_plan_errors:no_such_function")):
+        registry.add(
+            Method(key=key, summary="test", paper=Paper("test", 2024), hooks=("evaluate",),
+                   implementation="tests.test_plan_errors:_needs_width_64", touches=("metrics",), check=check),
+            distribution=f"paperkit-test-{key}",
+            version="0.1.0",
+        )
+    path = tmp_path / "plan.toml"
+    path.write_text(DIGITS_PLAN + '\n[evaluate]\nuse = "needs-64"\n')
+    with pytest.raises(PlanError, match=r"\[evaluate\]: needs-64: needs \[model\] width = 64"):
+        load_plan(path, registry=registry)
+    assert load_plan(path, ["model.width=64"], registry=registry).model.config.width == 64
+    path.write_text(DIGITS_PLAN + '\n[evaluate]\nuse = "broken-check"\n')
+    with pytest.raises(PluginError, match="broken-check.*cannot be loaded"):
+        load_plan(path, registry=registry)

@@ -29,7 +29,7 @@ import attrs
 from attrs import validators as v
 
 from paperkit.configs import structure, unstructure
-from paperkit.errors import PlanError, did_you_mean
+from paperkit.errors import PlanError, PluginError, did_you_mean
 from paperkit.spec import HONOURABLE, KINDS, SECTION_HOOKS, Method, option
 
 METHOD_SECTIONS: tuple[str, ...] = tuple(SECTION_HOOKS)
@@ -580,6 +580,30 @@ def check_combination(plan: Plan, where: str) -> None:
         )
     _check_honoured(plan, name)
     _check_order(plan, name)
+    _check_methods(plan, name)
+
+
+def _check_methods(plan: Plan, name: str) -> None:
+    """Each method's own ``check(plan, config)`` (``Method.check``): what it needs of the rest of the plan."""
+    for use in plan.methods:
+        check = use.spec.check
+        if check is None:
+            continue
+        if isinstance(check, str):
+            from paperkit.spec import resolve
+
+            try:
+                check = resolve(check)
+            except Exception as exc:
+                raise PluginError(
+                    f"method '{use.key}': its plan check '{use.spec.check}' cannot be loaded: {exc}"
+                ) from None
+        try:
+            check(plan, use.config)
+        except ValueError as exc:
+            raise PlanError(
+                f"{use.key}: {str(exc).splitlines()[0] if str(exc) else 'refuses this plan'}", f"{name} [{use.section}]"
+            ) from None
 
 
 def _check_honoured(plan: Plan, name: str) -> None:

@@ -289,6 +289,11 @@ class Method:
     ``before``      the same, the other way round
     ``kinds``       the task target kinds it supports (``KINDS``); ``None``: ``class`` only when it
                     implements a hook that sees targets (``TARGET_HOOKS``), any kind otherwise
+    ``check``       what else it needs of the plan (a model with maxout units, a validation split,
+                    no other method acting during training): ``check(plan, config)``, a function or its
+                    ``"module:function"`` path, that raises ``ValueError`` with one line saying what is
+                    wrong; ``paperkit plan check`` (and every run) calls it with the resolved plan, so a
+                    plan the method cannot run is refused before anything trains
     """
 
     key: str = attrs.field(validator=_check_key)
@@ -311,6 +316,8 @@ class Method:
     kinds: tuple[str, ...] | None = None
     #: SPDX id of the plugin's license (``None``: the distribution's metadata says; see ``paperkit plugins``)
     license: str | None = None
+    #: ``check(plan, config)`` or its ``"module:function"`` path: raises ValueError when the plan cannot work
+    check: str | Any | None = None
 
     def supports(self, kind: str) -> bool:
         """Whether the method works on a task of target kind ``kind``."""

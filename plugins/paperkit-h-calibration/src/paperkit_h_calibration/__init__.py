@@ -10,6 +10,8 @@ is the baseline calibrator. This module holds only the record and its config (no
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from attrs import validators as v
 
@@ -128,7 +130,16 @@ PAPER = Paper(
 
 _PLAN = "paperkit_h_calibration:claims/digits-mlp.toml"
 
+def check_plan(plan: Any, config: Any) -> None:
+    """The calibrator is fit on held-out data: refuse a plan without a validation split before it trains."""
+    if not plan.task.core or plan.task.core.validation_fraction <= 0:
+        raise ValueError("the calibrator is fit on held-out data: set [task] validation_fraction (e.g. 0.2)")
+    if plan.task.kind != "class":
+        raise ValueError(f"calibrates class probabilities; the task's kind is '{plan.task.kind}'")
+
+
 method = Method(
+    check=check_plan,
     key="h-calibration",
     summary="Post-hoc calibration: an accuracy-preserving mixture of temperature-scaled softmaxes is fitted on the "
     "validation split by the h-calibration objective (bounded windowed gaps between sorted event probabilities and "

@@ -9,6 +9,7 @@ imports it to list the method. The math lives in :mod:`paperkit_maxout_init.func
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 from attrs import validators as v
@@ -95,7 +96,14 @@ def _claim(id: str, statement: str, plan: str, variant: str, baseline: str) -> C
     )
 
 
+def check_plan(plan: Any, config: Any) -> None:
+    """An MLP without maxout units has nothing to initialize: refuse it at plan check, not at the first hook."""
+    if plan.model.key == "mlp" and getattr(plan.model.config, "activation", None) != "maxout":
+        raise ValueError('initializes maxout units: build the mlp with activation = "maxout"')
+
+
 method = Method(
+    check=check_plan,
     key="maxout-init",
     summary="Draw the weights feeding each rank-K maxout unit from N(0, c/fan_in) with c = 1/M_K, M_K the second "
     "moment of the largest of K standard normals, so the mean squared activation is kept layer to layer; the "

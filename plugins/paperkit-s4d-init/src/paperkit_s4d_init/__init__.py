@@ -17,7 +17,7 @@ engine.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from attrs import validators as v
@@ -133,7 +133,14 @@ s4d_model = ModelSpec(
 
 _SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)
 
+def check_plan(plan: Any, config: Any) -> None:
+    """Only the S4D model has diagonal state-space kernels to initialize."""
+    if plan.model.key != "s4d":
+        raise ValueError(f'initializes S4D kernels; the plan\'s model is "{plan.model.key}": use [model] name = "s4d"')
+
+
 method = Method(
+    check=check_plan,
     key="s4d-init",
     summary="Initialize every S4D kernel's diagonal state matrix, Δ and C: S4D-Lin / S4D-Inv / S4D-LegS, the "
     "perturb-then-diagonalize HiPPO-LegS (PTD), or the random-diagonal baseline.",
