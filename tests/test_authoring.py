@@ -60,7 +60,7 @@ def test_hooks_are_normalized_to_engine_order() -> None:
 
 @pytest.mark.parametrize(
     ("hooks", "message"),
-    [("regularise", "did you mean 'regularize'"), ("after_step", "add 'after_step' by hand"), ("", "no hook given")],
+    [("regularise", "did you mean 'regularize'"), ("after_experience", "add 'after_experience' by hand"), ("", "no hook given")],
 )
 def test_bad_hooks_are_refused(hooks: str, message: str) -> None:
     with pytest.raises(AuthoringError, match=message):

@@ -33,7 +33,9 @@ from paperkit.spec import HOOK_SECTIONS, HOOKS, KEY_PATTERN, SECTION_HOOKS
 #: others (``loss``, ``after_step``, ...) are added by hand to a plugin rendered with the hook of the plan
 #: section they belong in (:data:`paperkit.spec.HOOK_SECTIONS`); see CONTRIBUTING.md, "More hooks".
 TEMPLATE_HOOKS: tuple[str, ...] = tuple(
-    h for h in HOOKS if h in ("init", "adapt", "optimize", "continual_step", "loss", "regularize", "evaluate")
+    h
+    for h in HOOKS
+    if h in ("init", "adapt", "optimize", "continual_step", "loss", "regularize", "after_step", "evaluate", "after_run")
 )
 ARXIV_PATTERN = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z.-]*/\d{7})(v\d+)?$")
 TEMPLATE_ENV = "PAPERKIT_TEMPLATE"

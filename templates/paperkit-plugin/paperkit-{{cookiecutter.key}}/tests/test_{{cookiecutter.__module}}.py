@@ -89,6 +89,18 @@ def test_mean_confidence_bounds() -> None:
     assert abs(functional.mean_confidence(torch.zeros(4, 10)) - 0.1) < 1e-6
     assert functional.mean_confidence(torch.tensor([[100.0, 0.0], [0.0, 100.0]])) > 0.999
 {%- endif %}
+{%- if 'after_step' in hooks or 'after_run' in hooks %}
+
+
+def test_weight_norm_is_the_norm_of_the_trainable_parameters() -> None:
+    layer = nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3.0, 0.0]]))
+        layer.bias.fill_(4.0)
+    assert functional.weight_norm(layer) == 5.0
+    layer.bias.requires_grad_(False)  # frozen parameters are not counted
+    assert functional.weight_norm(layer) == 3.0
+{%- endif %}
 {%- if 'continual_step' in hooks %}
 
 

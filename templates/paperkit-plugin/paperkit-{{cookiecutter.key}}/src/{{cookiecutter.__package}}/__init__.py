@@ -42,6 +42,10 @@ class {{ cookiecutter.__class }}Config:
         1.0, help="Logits are divided by T before the cross-entropy (the template's example loss).", validator=v.gt(0.0)
     )
 {%- endif %}
+{%- if 'after_step' in hooks %}
+
+    every: int = option(10, help="Measure (and log) every this many steps (the template's example diagnostic).", validator=v.ge(1))
+{%- endif %}
 {%- if 'continual_step' in hooks %}
 
     noise_std: float = option(0.1, help="Std of the Gaussian noise added to each training input (the template's example).", validator=v.ge(0.0))
@@ -67,7 +71,7 @@ method = Method(
     {%- if 'init' in hooks or 'adapt' in hooks or 'optimize' in hooks %}{% set _ = touches.append("parameters") %}{% endif %}
     {%- if 'optimize' in hooks %}{% set _ = touches.append("optimizer") %}{% endif %}
     {%- if 'regularize' in hooks or 'loss' in hooks %}{% set _ = touches.append("loss") %}{% endif %}
-    {%- if 'evaluate' in hooks %}{% set _ = touches.append("metrics") %}{% endif %}
+    {%- if 'evaluate' in hooks or 'after_step' in hooks or 'after_run' in hooks %}{% set _ = touches.append("metrics") %}{% endif %}
     {%- if 'continual_step' in hooks %}{% set _ = touches.append("data") %}{% endif %}
     touches=({% for t in touches %}"{{ t }}"{{ ", " if not loop.last }}{% endfor %}{{ "," if touches|length == 1 }}),
     exclusive=({% if 'optimize' in hooks %}"optimizer",{% endif %}),

@@ -116,3 +116,10 @@ def add_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return x + std * noise.to(x.device)
 {%- endif %}
+{%- if 'after_step' in hooks or 'after_run' in hooks %}
+
+
+def weight_norm(model: nn.Module) -> float:
+    """sqrt(sum ||p||^2) over the parameters that train: the template's example of a measured quantity."""
+    return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters() if p.requires_grad))
+{%- endif %}

@@ -20,7 +20,7 @@ from paperkit import Batch
 {%- if 'loss' in hooks %}
 from paperkit import Outputs, per_sample_targets, weighted_mean
 {%- endif %}
-{%- if 'init' in hooks or 'continual_step' in hooks %}
+{%- if 'init' in hooks or 'continual_step' in hooks or 'after_step' in hooks %}
 from paperkit import RunContext
 {%- endif %}
 {%- if 'optimize' in hooks %}
@@ -92,4 +92,18 @@ class {{ cookiecutter.__class }}:
         # ctx.generator: this method's own generator, seeded from the run seed and checkpointed by the engine
         noisy = functional.add_noise(batch["x"], self.config.noise_std, ctx.generator("noise"))
         return {**batch, "x": noisy}  # every other key of the batch kept (the batch contract)
+{%- endif %}
+{%- if 'after_step' in hooks %}
+
+    @hookimpl
+    def after_step(self, model: nn.Module, ctx: RunContext) -> dict[str, float] | None:
+        if ctx.step % self.config.every:  # numbers returned here are logged as <key>/<name> in metrics.jsonl
+            return None
+        return {"weight_norm": functional.weight_norm(model)}
+{%- endif %}
+{%- if 'after_run' in hooks %}
+
+    @hookimpl
+    def after_run(self, model: nn.Module) -> dict[str, float]:
+        return {"final_weight_norm": functional.weight_norm(model)}  # results.json, under summary
 {%- endif %}
