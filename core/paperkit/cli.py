@@ -66,11 +66,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    console = _console()
     if args.long:
-        _long_listing(console, rows)
+        _long_listing(_console(), rows)
     else:
-        _short_listing(console, rows)
+        _short_listing(rows)
     return 0
 
 
@@ -116,35 +115,59 @@ def _verdict_cell(verdicts: dict[str, str | None]) -> str:
     return f"{supported}/{len(verdicts)}" + ("" if known else "?")
 
 
-def _short_listing(console: Any, rows: list[dict[str, Any]]) -> None:
-    """One line per method at 80 columns (key, hooks, year, supported/declared claims, status); tasks and models
-    as wrapped lists of keys below."""
-    from rich.table import Table
+def _short_listing(rows: list[dict[str, Any]], width: int | None = None) -> None:
+    """One line per method at the terminal's width (key, hooks, year, supported/declared claims, status); tasks and
+    models as wrapped lists of keys below.
 
+    Plain text, not a rich table: with a hundred or more plugins installed, laying out a table cost more than
+    everything else the command does, and this command must stay far quicker than importing torch.
+    """
+    import shutil
+    import textwrap
+
+    width = width or shutil.get_terminal_size((80, 24)).columns
     methods = [r for r in rows if r["kind"] == "method"]
-    table = Table(title=f"paperkit methods ({len(methods)})", box=None, pad_edge=False, show_edge=False)
-    longest = max((len(r["key"]) for r in methods), default=3)
-    table.add_column("key", no_wrap=True, min_width=longest)  # keys are what users type: never cut
-    table.add_column("hooks", no_wrap=True, overflow="ellipsis", max_width=22)
-    table.add_column("year", no_wrap=True, justify="right", min_width=4)
-    table.add_column("claims", no_wrap=True, justify="right")
-    table.add_column("status", no_wrap=True, overflow="ellipsis", max_width=12)
-    for row in methods:
-        hooks = ",".join(HOOK_ABBREVIATIONS.get(h, h) for h in row["hooks"])
-        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
-        table.add_row(row["key"], hooks, str(row["year"] or ""), _verdict_cell(row["verdicts"]), status)
-    console.print(table)
+    cells = [
+        (
+            row["key"],
+            ",".join(HOOK_ABBREVIATIONS.get(h, h) for h in row["hooks"]),
+            str(row["year"] or ""),
+            _verdict_cell(row["verdicts"]),
+            row["status"],
+        )
+        for row in methods
+    ]
+    header = ("key", "hooks", "year", "claims", "status")
+    widths = [max([len(header[i]), *(len(c[i]) for c in cells)]) for i in range(5)]
+    widths[4] = min(widths[4], 12)
+    spare = width - (sum(widths) + 2 * 4)
+    if spare < 0:  # the hooks column gives way; keys, which users type, are never cut
+        widths[1] = max(len(header[1]), widths[1] + spare)
+
+    def line(values: tuple[str, ...]) -> str:
+        out = []
+        for i, (value, size) in enumerate(zip(values, widths, strict=True)):
+            value = value if len(value) <= size else value[: size - 1] + "…"
+            out.append(value.rjust(size) if i in (2, 3) else value.ljust(size))
+        return "  ".join(out).rstrip()
+
+    print(f"paperkit methods ({len(methods)})".center(min(width, len(line(header)))).rstrip())
+    print(line(header))
+    for values in cells:
+        print(line(values))
     for kind in ("task", "model"):
         keys = [r["key"] + ("" if r["status"] == "ok" else f" ({r['status']})") for r in rows if r["kind"] == kind]
         if keys:
-            console.print(f"{kind}s: {', '.join(keys)}", markup=False, highlight=False, overflow="fold")
+            print(textwrap.fill(f"{kind}s: {', '.join(keys)}", width, break_on_hyphens=False))
     for row in rows:
         if row["status"] != "ok":
-            console.print(f"  {row['key']}: {row['error']}", markup=False, highlight=False, overflow="fold")
-    console.print(
-        "claims: supported/declared (docs/verification.json); --long: papers and licenses; --search TEXT; --verified",
-        style="dim",
-        overflow="fold",
+            print(textwrap.fill(f"  {row['key']}: {row['error']}", width, subsequent_indent="    "))
+    print(
+        textwrap.fill(
+            "claims: supported/declared (docs/verification.json); --long: papers and licenses; --search TEXT; "
+            "--verified",
+            width,
+        )
     )
 
 

@@ -70,11 +70,23 @@ class _Source:
     loader: Any  # zero-argument callable returning the spec object
 
 
+#: Licenses read while discovering entry points, by distribution name (see :func:`distribution_license`).
+_LICENSES: dict[str, str | None] = {}
+
+
 def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
+    """The entry point's distribution and version, from one read of its metadata (which also gives its license).
+
+    ``Distribution.metadata`` parses the METADATA file on every access; with a hundred plugins, reading it once per
+    entry point instead of three times is most of what listing them costs.
+    """
     dist = getattr(ep, "dist", None)
     if dist is None:
         return ("unknown", "")
-    return (dist.metadata["Name"] or "unknown", dist.version or "")
+    meta = dist.metadata
+    name = meta["Name"] or "unknown"
+    _LICENSES.setdefault(name, _license_of(meta))
+    return (name, meta["Version"] or "")
 
 
 class Registry:
@@ -93,9 +105,10 @@ class Registry:
 
     # -- discovery -----------------------------------------------------------------
     def _discover(self) -> None:
+        installed = metadata.entry_points()  # one scan of the installed distributions for every group
         for kind, group in GROUPS.items():
             seen: set[tuple[str, str]] = set()
-            for ep in metadata.entry_points(group=group):
+            for ep in installed.select(group=group):
                 dist, version = _dist_of(ep)
                 if (ep.name, dist) in seen:  # the same distribution seen twice (editable installs)
                     continue
@@ -299,9 +312,16 @@ def plugin_rows(registry: Registry, hook: str | None = None) -> Iterable[dict[st
 
 def distribution_license(distribution: str) -> str | None:
     """The license a distribution's metadata declares (``License-Expression`` or ``License``), if any."""
+    if distribution in _LICENSES:
+        return _LICENSES[distribution]
     try:
         meta = metadata.metadata(distribution)
     except metadata.PackageNotFoundError:
         return None
+    _LICENSES[distribution] = _license_of(meta)
+    return _LICENSES[distribution]
+
+
+def _license_of(meta: Any) -> str | None:
     value = meta["License-Expression"] or meta["License"]  # a missing field reads as None
     return value.strip() if value and value.strip() and value.strip() != "UNKNOWN" else None
