@@ -43,7 +43,10 @@ def install_fake_plugins(site: Path, count: int) -> list[str]:
         pyproject = (directory / "pyproject.toml").read_text(encoding="utf-8")
         entry = re.search(r'\[project\.entry-points\."paperkit\.methods"\]\n(.+)\n', pyproject)
         assert entry is not None, "the template declares its method under paperkit.methods"
-        (dist / "entry_points.txt").write_text(f"[paperkit.methods]\n{entry.group(1)}\n", encoding="utf-8")
+        name, _, target = entry.group(1).partition("=")
+        (dist / "entry_points.txt").write_text(
+            f"[paperkit.methods]\n{name.strip()} = {target.strip().strip(chr(34))}\n", encoding="utf-8"
+        )
         (dist / "top_level.txt").write_text(package + "\n", encoding="utf-8")
         keys.append(key)
     shutil.rmtree(rendered)
@@ -65,7 +68,7 @@ def listing(count: int = 150, repeats: int = 5) -> dict[str, float | bool | int]
             from subprocess import run
 
             lines = run([*paperkit, "plugins"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
-            listed = sum("bench-method-" in line for line in lines.stdout.splitlines())
+            listed = sum(line.startswith("bench-method-") and line.endswith(" ok") for line in lines.stdout.splitlines())
             return {
                 "plugins_added": count,
                 "listed": listed,

@@ -59,3 +59,57 @@ def test_results_keep_every_metric_name_whole(tmp_path, capsys) -> None:
     for name in results["final"]:
         assert name in shown, name
     assert max(len(line) for line in shown.splitlines()) <= 80
+
+
+RECORD = '''
+from paperkit import Method, Paper
+
+class Impl:
+    def __init__(self, config):
+        pass
+
+method = Method(key="cached-probe", summary="{summary}", paper=Paper("A cached paper", 2024), hooks=(),
+                implementation="paperkit_cached_probe:Impl")
+'''
+
+
+def _fake_plugin(site, summary: str) -> None:
+    package = site / "paperkit_cached_probe"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text(RECORD.format(summary=summary), encoding="utf-8")
+    dist = site / "paperkit_cached_probe-0.1.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.4\nName: paperkit-cached-probe\nVersion: 0.1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[paperkit.methods]\ncached-probe = paperkit_cached_probe:method\n", encoding="utf-8")
+
+
+def test_the_listing_is_remembered_until_a_plugin_changes(tmp_path) -> None:
+    """Rows come from the cache while nothing they were read from changed; an edited record is read again."""
+    import json
+
+    site = tmp_path / "site"
+    site.mkdir()
+    _fake_plugin(site, "first summary")
+    env = {**os.environ, "PAPERKIT_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(site), "COLUMNS": "80"}
+
+    def rows() -> dict:
+        done = subprocess.run([sys.executable, "-m", "paperkit.cli", "plugins", "--json"], capture_output=True,
+                              text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return {r["key"]: r for r in json.loads(done.stdout)}
+
+    first = rows()
+    assert first["cached-probe"]["summary"] == "first summary"
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert rows() == first  # read back from the cache
+    stored = json.loads(cache.read_text())
+    stored["rows"] = [r for r in stored["rows"] if r["key"] != "adamw"]
+    cache.write_text(json.dumps(stored))
+    assert "adamw" not in rows()  # proof that the second listing came from the file, not from the records
+    _fake_plugin(site, "second summary")
+    os.utime(site / "paperkit_cached_probe" / "__init__.py", ns=(1, 1))  # a changed file, even at the same size
+    fresh = rows()
+    assert fresh["cached-probe"]["summary"] == "second summary" and "adamw" in fresh
+    checked = subprocess.run([sys.executable, "-m", "paperkit.cli", "plugins", "--check", "--json"], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert {r["key"] for r in json.loads(checked.stdout)} == set(fresh)  # --check reads the records themselves

@@ -51,8 +51,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         raise PlanError(
             f"unknown hook '{args.hook}'{did_you_mean(args.hook, HOOKS)} (hooks: {', '.join(HOOKS)})", "--hook"
         )
-    registry = Registry()
-    rows = list(plugin_rows(registry, hook=args.hook))
+    if args.check:  # imports every implementation anyway: read the records themselves
+        registry = Registry()
+        rows = list(plugin_rows(registry, hook=args.hook))
+    else:  # the records' rows, remembered until an installed plugin changes
+        from paperkit.listing_cache import plugin_rows as cached_rows
+
+        rows = [r for r in cached_rows() if args.hook is None or args.hook in r["hooks"]]
     verdicts = _verdicts()
     for row in rows:
         row["verdicts"] = {claim: verdicts.get((row["key"], claim)) for claim in row["claims"]}
