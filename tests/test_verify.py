@@ -353,3 +353,19 @@ def test_claims_sharing_a_plan_run_each_arm_and_seed_once(cli, tmp_path, monkeyp
     second = json.loads((studies[0] / "verification.json").read_text()), json.loads((studies[1] / "verification.json").read_text())
     assert {r["claim"] for r in second} == {"fast-wins", "fast-lower-loss"}
     assert all(r["arms"]["variant"]["n"] == 2 and r["arms"]["baseline"]["n"] == 2 for r in second)
+
+
+def test_quiet_verify_prints_a_line_per_run_with_the_time_left() -> None:
+    from paperkit.progress import SummaryProgress, format_seconds
+
+    lines: list[str] = []
+    clock = iter([0.0, 0.0, 10.0, 10.0, 30.0, 30.0, 40.0])
+    progress = SummaryProgress(write=lines.append)
+    progress._clock = lambda: next(clock)
+    progress.start_study(3)
+    for label in ("a seed 0", "b seed 0", "a seed 1"):
+        progress.start_run(label, 1)
+        progress.run_done()
+    assert lines == ["[1/3] a seed 0: 10 s; about 20 s left", "[2/3] b seed 0: 20 s; about 15 s left",
+                     "[3/3] a seed 1: 10 s; study done"]
+    assert [format_seconds(s) for s in (0.4, 59, 61, 3600 + 125)] == ["0 s", "59 s", "1 min 1 s", "1 h 2 min"]

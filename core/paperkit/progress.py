@@ -32,7 +32,7 @@ class RichProgress(Progress):
     """Bars for study, experiences and steps with loss and samples/s."""
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as Bars
 
         self.bars = Bars(
@@ -41,6 +41,7 @@ class RichProgress(Progress):
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=console,
             transient=False,
         )
@@ -80,3 +81,47 @@ class RichProgress(Progress):
 
     def close(self) -> None:
         self.bars.stop()
+
+
+class SummaryProgress(Progress):
+    """One line per finished run of a study, with an estimate of the time left (``--quiet``: no bars, still news).
+
+    The estimate is the mean time of the runs done so far times the runs left: the runs of a study share their
+    budget, so after the first one it is usually within a run's length of the truth.
+    """
+
+    def __init__(self, write: Any = None) -> None:
+        import sys
+        import time
+
+        self._clock = time.perf_counter
+        self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.total = self.done = 0
+        self.label = ""
+        self.started = self.run_started = self._clock()
+
+    def start_study(self, total_runs: int) -> None:
+        self.total, self.done, self.started = total_runs, 0, self._clock()
+
+    def start_run(self, label: str, experiences: int) -> None:
+        self.label, self.run_started = label, self._clock()
+
+    def run_done(self) -> None:
+        self.done += 1
+        now = self._clock()
+        took = now - self.run_started
+        left = (now - self.started) / self.done * (self.total - self.done)
+        tail = f"about {format_seconds(left)} left" if self.done < self.total else "study done"
+        self._write(f"[{self.done}/{self.total}] {self.label or 'run'}: {format_seconds(took)}; {tail}")
+
+
+def format_seconds(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``1 h 2 min``: durations as people say them."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

@@ -732,8 +732,10 @@ class ConformanceSuite:
 
     # -- init --------------------------------------------------------------------------------
     def _initialized(self, h: MethodHarness, seed: int) -> Any:
+        """The model after every ``init`` of the plan and before any ``adapt`` (an adapter in the plan wraps layers,
+        which is not the init's doing)."""
         methods = h.methods()
-        return h.prepare(methods, h.context(seed), seed)
+        return h.prepare(methods, h.context(seed), seed, adapt=False)
 
     @contract("init")
     def test_init_is_deterministic_per_seed(self, tmp_path: Path) -> None:

@@ -401,7 +401,7 @@ def _arm_cell(arm: dict[str, Any] | None) -> str:
 def cmd_verify(args: Any) -> int:
     from rich.console import Console
 
-    from paperkit.progress import Progress, RichProgress
+    from paperkit.progress import RichProgress, SummaryProgress
 
     console = Console(highlight=False)
     if args.threads is not None:  # pinned: the same arm gives the same numbers in every plugin's verification
@@ -427,7 +427,7 @@ def cmd_verify(args: Any) -> int:
     records = []
     finished: dict[Any, Any] = {}  # runs shared by claims of one plan run once
     for key, paper, claim in targets:
-        progress = RichProgress(console) if console.is_terminal and not args.quiet else Progress()
+        progress = RichProgress(console) if console.is_terminal and not args.quiet else SummaryProgress()
         try:
             record = verify_claim(
                 key,
