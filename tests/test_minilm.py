@@ -174,3 +174,16 @@ def test_held_out_probe_reports_before_and_after_training(tmp_path: Path) -> Non
         value = results[phase]["held-out-probe/accuracy"]
         assert 0.0 <= value <= 1.0
     assert results["initial"]["held-out-probe/accuracy"] > 1 / 8  # features of untrained embeddings still separate topics
+
+
+def test_load_task_builds_any_installed_task_by_name() -> None:
+    """A method's way to another task's data (CorDA's knowledge context, the held-out probe): the plan's options."""
+    from paperkit import PlanError, load_task
+
+    topics = load_task("topics", per_class=8, max_length=16)
+    assert topics.info.num_classes == 8 and topics.experiences[0].train.x.shape[1] == 16
+    assert torch.equal(load_task("topics", per_class=8, max_length=16).experiences[0].train.x, topics.experiences[0].train.x)
+    with pytest.raises(PlanError, match="per_clas"):
+        load_task("topics", per_clas=8)
+    with pytest.raises(PlanError, match="did you mean 'topics'"):
+        load_task("topic")

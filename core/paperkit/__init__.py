@@ -48,6 +48,7 @@ _LAZY: dict[str, str] = {
     "TaskInfo": "paperkit.tasks.base",
     "Experience": "paperkit.tasks.base",
     "IndexedDataset": "paperkit.tasks.base",
+    "load_task": "paperkit.tasks.loading",
     "Classifier": "paperkit.models.base",
     "MLP": "paperkit.models.mlp",
     "Maxout": "paperkit.models.mlp",
@@ -161,5 +162,6 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
     from paperkit.models.mlp import MLP, Maxout
     from paperkit.step import forward, per_sample_targets, trainable, unwrapped, weighted_mean
     from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo
+    from paperkit.tasks.loading import load_task
     from paperkit.teachers import EMA, Peer, Teacher, fresh_model
     from paperkit.weights import load_weights, read_weights, save_weights

@@ -38,15 +38,11 @@ class HeldOutProbe:
 
     def _held_out(self, ctx: Any) -> Any:
         if self._task is None:
-            from paperkit.tasks import SentimentConfig, TopicsConfig
-            from paperkit.tasks.sentences import sentiment, topics
+            from paperkit.tasks.loading import load_task
 
             c = self.config
             length = getattr(ctx.plan.task.config, "max_length", 32)
-            if c.task == "topics":
-                self._task = topics(TopicsConfig(per_class=c.per_class, max_length=length, seed=c.seed))
-            else:
-                self._task = sentiment(SentimentConfig(per_class=c.per_class, max_length=length, seed=c.seed))
+            self._task = load_task(c.task, per_class=c.per_class, max_length=length, seed=c.seed)
         return self._task
 
     @hookimpl
