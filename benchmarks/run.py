@@ -211,6 +211,51 @@ def startup_section(repeats: int) -> list[str]:
     ]
 
 
+def listing_section(repeats: int) -> list[str]:
+    from listing import listing
+
+    r = listing(150, repeats)
+    rows = [
+        ['`python -c "import torch"` (reference)', f"{r['import_torch_s']:.2f}", "1.00", "yes"],
+        ["`paperkit --help`", f"{r['help_s']:.2f}", f"{r['help_ratio']:.3f}", "yes" if r["help_imports_torch"] else "no"],
+        ["`paperkit plugins`", f"{r['plugins_s']:.2f}", f"{r['plugins_ratio']:.3f}", "yes" if r["plugins_imports_torch"] else "no"],
+    ]
+    return [
+        "## Listing with 150 more plugins",
+        "",
+        f"{r['plugins_added']} plugins rendered from the template and installed as distributions (`benchmarks/listing.py`),",
+        f"{r['listed']} of them listed as ok. Fresh processes, median of several; `paperkit plugins` reads its rows from",
+        "the listing cache, which is fresh after the first call (it is rebuilt whenever an installed plugin changes).",
+        "",
+        markdown_table(["command", "seconds", "of import torch", "imports torch"], rows),
+        "",
+    ]
+
+
+def minilm_section(repeats: int) -> list[str]:
+    from minilm_lora import compare
+
+    r = compare(max(2, repeats - 2))
+    return [
+        "## LoRA on the pretrained MiniLM",
+        "",
+        f"A LoRA run of {r['steps']} steps (rank 8 on every query and value projection, the head trained whole, two",
+        "evaluations, adapters saved) through `paperkit.engine.run` against the same work in a hand-written",
+        "transformers + PEFT loop (`benchmarks/minilm_lora.py`), in one process after a warm-up, interleaved.",
+        "",
+        markdown_table(
+            ["measure", "engine", "transformers + PEFT", "ratio (quartiles)"],
+            [
+                ["seconds per run", f"{r['engine_s']:.2f}", f"{r['hand_s']:.2f}",
+                 f"{r['ratio']:.3f} ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f})"],
+                ["peak memory of a fresh process (MB)", f"{r['engine_rss_mb']:.0f}", f"{r['hand_rss_mb']:.0f}",
+                 f"{r['engine_rss_mb'] / r['hand_rss_mb']:.3f}"],
+            ],
+        ),
+        "",
+    ]
+
+
 def tasks_section(repeats: int) -> list[str]:
     import tasks
 
@@ -277,10 +322,27 @@ def methods_section(repeats: int) -> list[str]:
     ]
 
 
+def splice(text: str, blocks: list[list[str]], date: str) -> list[str]:
+    """``text`` (a RESULTS.md) with each of ``blocks`` replacing the section of the same ``## `` heading (or added at
+    the end); the new sections say when they were measured."""
+    lines = text.rstrip("\n").split("\n")
+    for block in blocks:
+        heading = block[0]
+        block = [heading, "", f"Re-measured on {date} (`benchmarks/run.py --only`).", *block[1:]]
+        if heading in lines:
+            start = lines.index(heading)
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+            lines[start:end] = block
+        else:
+            lines += ["", *block]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke check; numbers are noisier)")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--only", help="comma-separated sections to re-measure; the others keep their figures")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for in-process timings (default 1)")
     args = parser.parse_args()
     repeats = 2 if args.quick else 5
@@ -290,16 +352,34 @@ def main() -> None:
     # jitter to both sides of every pair (pass --threads to measure otherwise).
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    sections = [
+    builders = {
+        "engine": engine_section,
+        "scaling": scaling_section,
+        "startup": startup_section,
+        "listing": listing_section,
+        "minilm": minilm_section,
+        "tasks": tasks_section,
+        "methods": methods_section,
+    }
+    chosen = args.only.split(",") if args.only else list(builders)
+    unknown = [name for name in chosen if name not in builders]
+    if unknown:
+        parser.error(f"--only: unknown section {unknown[0]!r} (sections: {', '.join(builders)})")
+    blocks: list[list[str]] = []
+    for name in chosen:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        blocks.append(builders[name](repeats))
+    header = [
         "# Benchmarks",
         "",
         f"Written by `python benchmarks/run.py{' --quick' if args.quick else ''}` on "
         f"{datetime.date.today().isoformat()}. Machine: {machine()}.",
         "",
     ]
-    for build in (engine_section, scaling_section, startup_section, tasks_section, methods_section):
-        print(f"running {build.__name__.removesuffix('_section')} ...", file=sys.stderr, flush=True)
-        sections += build(repeats)
+    if args.only and args.output.is_file():  # the other sections stay as they were measured
+        sections = splice(args.output.read_text(encoding="utf-8"), blocks, f"{datetime.date.today().isoformat()}")
+    else:
+        sections = header + [line for block in blocks for line in block]
     from engine_overhead import SCRATCH
 
     shutil.rmtree(SCRATCH, ignore_errors=True)

@@ -56,3 +56,17 @@ def test_the_engine_adds_no_tensor_work_per_step(overhead):
     counts = overhead.per_step_counts(width=16)
     assert 0 <= counts["engine_ops"] - counts["hand_ops"] < 3
     assert counts["engine_calls"] < 1.1 * counts["hand_calls"]
+
+
+def test_run_only_replaces_its_sections_and_keeps_the_others() -> None:
+    import importlib.util  # noqa: F811 - the module-level importlib does not bind importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", BENCHMARKS / "run.py")
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    text = "# Benchmarks\n\n## Engine\n\nold engine\n\n## Start-up\n\nold start-up\n"
+    lines = run.splice(text, [["## Start-up", "", "new start-up"], ["## Listing", "", "listing"]], "2026-12-02")
+    out = "\n".join(lines)
+    assert "old engine" in out and "old start-up" not in out and "new start-up" in out
+    assert out.index("## Start-up") < out.index("## Listing") and out.count("Re-measured on 2026-12-02") == 2
