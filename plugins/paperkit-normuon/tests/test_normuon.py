@@ -12,6 +12,7 @@ import pytest
 import torch
 from paperkit_normuon.functional import (
     NorMuon,
+    fused_splits,
     muon_scale,
     neuron_normalize,
     newton_schulz,
@@ -154,6 +155,70 @@ def test_split_parameters_keeps_embeddings_head_and_vectors_on_adamw() -> None:
     mlp.stem, mlp.hidden, mlp.head = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 2)
     assert [n for n, _ in split_parameters(mlp)[0]] == ["hidden.weight"]  # the first Linear is the input layer
     assert [n for n, _ in split_parameters(mlp, input_layer="muon")[0]] == ["stem.weight", "hidden.weight"]
+
+
+def _fused_vs_separate(normalize: bool, scale: str, splits: int, steps: int = 5) -> tuple[list, list]:
+    """A (3d, d) fused parameter with ``splits`` and three separate (d, d) ones, on the same gradient blocks."""
+    d = 16
+    g = torch.Generator().manual_seed(5)
+    init = torch.randn(3 * d, d, generator=g)
+    grads = [torch.randn(3 * d, d, generator=g) * torch.tensor([1.0, 10.0, 0.1]).repeat_interleave(d)[:, None]
+             for _ in range(steps)]  # Q, K and V gradients of very different scales
+    fused = nn.Parameter(init.clone())
+    parts = [nn.Parameter(block.clone()) for block in init.split(d)]
+    options = dict(lr=0.02, weight_decay=0.1, normalize=normalize, update_scale=scale)
+    a = NorMuon([{"params": [fused], "use_muon": True, "splits": splits}], **options)
+    b = NorMuon([{"params": parts, "use_muon": True}], **options)
+    for grad in grads:
+        fused.grad = grad.clone()
+        for part, block in zip(parts, grad.split(d)):
+            part.grad = block.clone()
+        a.step()
+        b.step()
+    return list(fused.detach().split(d)), [p.detach() for p in parts]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("scale", ["preserve_norm", "match_rms"])
+def test_split_qkv_is_q_k_v_as_separate_parameters(normalize: bool, scale: str) -> None:
+    """splits=3 updates a fused (3d, d) projection exactly as three separate (d, d) matrices (Muon's QKV split);
+    one fused orthogonalization (splits=1) does not."""
+    split, separate = _fused_vs_separate(normalize, scale, splits=3)
+    assert _max_diff(split, separate) <= 1e-6
+    whole, separate = _fused_vs_separate(normalize, scale, splits=1)
+    assert _max_diff(whole, separate) > 1e-3
+
+
+def test_split_muon_matches_torch_muon_on_separate_q_k_v() -> None:
+    """Plain Muon with splits=3 equals torch.optim.Muon run on Q, K and V as three parameters."""
+    split, _ = _fused_vs_separate(False, "preserve_norm", splits=3)
+    d, g = 16, torch.Generator().manual_seed(5)
+    init = torch.randn(3 * d, d, generator=g)
+    grads = [torch.randn(3 * d, d, generator=g) * torch.tensor([1.0, 10.0, 0.1]).repeat_interleave(d)[:, None]
+             for _ in range(5)]
+    parts = [nn.Parameter(block.clone()) for block in init.split(d)]
+    ref = torch.optim.Muon(parts, lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
+    for grad in grads:
+        for part, block in zip(parts, grad.split(d)):
+            part.grad = block.clone()
+        ref.step()
+    assert _max_diff(split, [p.detach() for p in parts]) <= 1e-6
+
+
+def test_fused_qkv_gets_its_own_split_group() -> None:
+    """nn.MultiheadAttention's in_proj_weight is found and split in 3 by default; split_qkv=False keeps it whole."""
+    encoder = nn.TransformerEncoderLayer(16, 2, 32, 0.0, batch_first=True)
+    model = nn.Sequential()
+    model.embed, model.encoder, model.head = nn.Linear(4, 16), encoder, nn.Linear(16, 3)
+    qkv = encoder.self_attn.in_proj_weight
+    assert fused_splits(model) == {id(qkv): 3}
+    groups = normuon_for(model).param_groups
+    assert [(g["use_muon"], g["splits"]) for g in groups[:2]] == [(True, 1), (True, 3)] and not groups[2]["use_muon"]
+    assert groups[1]["params"] == [qkv] and all(qkv is not p for p in groups[0]["params"])
+    whole = normuon_for(model, split_qkv=False).param_groups
+    assert [g["splits"] for g in whole if g["use_muon"]] == [1] and any(qkv is p for p in whole[0]["params"])
+    with pytest.raises(ValueError, match="splits"):
+        normuon_update(torch.randn(10, 4), {}, splits=3)
 
 
 def test_lr_of_every_group_follows_a_lambda_schedule() -> None:

@@ -27,12 +27,22 @@ identical to ``torch.optim.Muon`` (``preserve_norm`` ↔ ``adjust_lr_fn="origina
 Muon is for hidden matrices only: :func:`split_parameters` sends the input
 layer (embedding), the classifier head and every vector (biases, norm gains)
 to AdamW, as the NorMuon and Muon reference code do.
+
+A fused projection (``nn.MultiheadAttention``'s ``in_proj_weight``, Q, K and V
+stacked into one ``(3d, d)`` matrix) is orthogonalized as three ``(d, d)``
+matrices, each with its own rescaling, exactly as if Q, K and V were separate
+parameters: the Muon authors split it ("split grouped QKV parameters",
+KellerJordan/modded-nanogpt ``train_gpt2.py``, Muon's ``step``), and the NorMuon
+reference code trains models whose Q, K, V are separate matrices. A parameter
+group's ``splits`` key (``k`` equal row blocks) does this; :func:`fused_splits`
+finds the fused projections and ``split_qkv=False`` keeps them whole.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -127,26 +137,41 @@ def rescale(normalized: torch.Tensor, orthogonalized: torch.Tensor, update_scale
 def normuon_update(
     grad: torch.Tensor, state: dict[str, torch.Tensor], *, momentum: float = 0.95, beta2: float = 0.95,
     nesterov: bool = True, ns_steps: int = 5, ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
-    eps: float = 1e-10, normalize: bool = True, update_scale: UpdateScale = "preserve_norm",
+    eps: float = 1e-10, normalize: bool = True, update_scale: UpdateScale = "preserve_norm", splits: int = 1,
 ) -> tuple[torch.Tensor, float]:
     """The direction NorMuon (or, with ``normalize=False``, Muon) subtracts, and its lr multiplier.
 
     ``state`` holds ``momentum_buffer`` (like ``grad``) and, when normalizing,
     ``second_moment`` (``(m, 1)``); missing entries are created. Tensors with
     more than two dimensions (conv filters) are viewed as ``(out, in·k·k)``.
+    ``splits = k > 1`` treats the ``(m, n)`` matrix as ``k`` stacked ``(m/k, n)``
+    matrices (a fused Q/K/V projection): each block is orthogonalized,
+    normalized and rescaled on its own, as if it were a separate parameter.
     The caller applies ``W ← W − lr·wd·W − lr·multiplier·update``.
     """
     if "momentum_buffer" not in state:
         state["momentum_buffer"] = torch.zeros_like(grad)
     direction = momentum_direction(grad, state["momentum_buffer"], momentum, nesterov)
     matrix = direction.reshape(direction.shape[0], -1)
-    orthogonal = newton_schulz(matrix, ns_steps, ns_coefficients)
-    if not normalize:
-        return orthogonal.reshape(grad.shape), muon_scale(tuple(matrix.shape), update_scale)
-    if "second_moment" not in state:
+    if splits < 1 or matrix.shape[0] % splits:
+        raise ValueError(f"splits={splits} must be >= 1 and divide the {matrix.shape[0]} rows of {tuple(grad.shape)}")
+    if normalize and "second_moment" not in state:
         state["second_moment"] = torch.zeros(matrix.shape[0], 1, dtype=torch.float32, device=grad.device)
-    normalized = neuron_normalize(orthogonal, state["second_moment"], beta2, eps)
-    update, multiplier = rescale(normalized, orthogonal, update_scale, eps)
+    rows = matrix.shape[0] // splits
+    blocks, multiplier = [], 1.0
+    for i in range(splits):
+        block = matrix[i * rows:(i + 1) * rows] if splits > 1 else matrix
+        orthogonal = newton_schulz(block, ns_steps, ns_coefficients)
+        if not normalize:
+            blocks.append(orthogonal)
+            multiplier = muon_scale(tuple(block.shape), update_scale)
+            continue
+        # A view of the block's rows: the EMA is updated in place in the whole (m, 1) state.
+        second_moment = state["second_moment"][i * rows:(i + 1) * rows]
+        normalized = neuron_normalize(orthogonal, second_moment, beta2, eps)
+        update, multiplier = rescale(normalized, orthogonal, update_scale, eps)
+        blocks.append(update)
+    update = blocks[0] if splits == 1 else torch.cat(blocks)
     return update.reshape(grad.shape), multiplier
 
 
@@ -210,6 +235,21 @@ def split_parameters(model: nn.Module, input_layer: Literal["adamw", "muon"] = "
     return hidden, other
 
 
+def fused_splits(model: nn.Module) -> dict[int, int]:
+    """``{id(parameter): k}`` for the fused projections of ``model`` that stack ``k`` matrices.
+
+    ``nn.MultiheadAttention`` (also inside ``nn.TransformerEncoderLayer``) keeps
+    Q, K and V in one ``in_proj_weight`` of shape ``(3d, d)`` when they share the
+    embedding size: ``k = 3``. The Muon authors orthogonalize such a parameter as
+    three matrices (KellerJordan/modded-nanogpt, "split grouped QKV parameters").
+    """
+    return {
+        id(module.in_proj_weight): 3
+        for module in model.modules()
+        if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim and module.in_proj_weight is not None
+    }
+
+
 # -- the optimizer --------------------------------------------------------------------
 class NorMuon(torch.optim.Optimizer):
     """NorMuon for groups with ``use_muon=True`` and AdamW for the others, in one optimizer.
@@ -218,7 +258,9 @@ class NorMuon(torch.optim.Optimizer):
     drives both parts: an ``LambdaLR`` schedule, gradient clipping and
     ``state_dict``/``load_state_dict`` work as for any torch optimizer. Group
     keys not given take the constructor's defaults (Muon keys for Muon groups,
-    ``adamw_*`` keys for the others).
+    ``adamw_*`` keys for the others). A Muon group with ``splits = k`` updates
+    each of its matrices as ``k`` stacked row blocks (a fused Q/K/V projection,
+    see :func:`normuon_update`); the default is 1.
     """
 
     def __init__(
@@ -232,7 +274,7 @@ class NorMuon(torch.optim.Optimizer):
             raise ValueError(f"update_scale must be one of {UPDATE_SCALES}, got {update_scale!r}")
         muon = dict(lr=lr, momentum=momentum, beta2=beta2, nesterov=nesterov, ns_steps=ns_steps,
                     ns_coefficients=tuple(ns_coefficients), eps=eps, weight_decay=weight_decay, normalize=normalize,
-                    update_scale=update_scale)
+                    update_scale=update_scale, splits=1)
         adamw = dict(lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps, weight_decay=adamw_weight_decay)
         groups = []
         for group in params:
@@ -264,16 +306,30 @@ class NorMuon(torch.optim.Optimizer):
         update, multiplier = normuon_update(
             param.grad, self.state[param], momentum=group["momentum"], beta2=group["beta2"], nesterov=group["nesterov"],
             ns_steps=group["ns_steps"], ns_coefficients=group["ns_coefficients"], eps=group["eps"],
-            normalize=group["normalize"], update_scale=group["update_scale"],
+            normalize=group["normalize"], update_scale=group["update_scale"], splits=group.get("splits", 1),
         )
         param.mul_(1 - group["lr"] * group["weight_decay"])
         param.add_(update, alpha=-(group["lr"] * multiplier))
 
 
-def normuon_for(model: nn.Module, *, input_layer: Literal["adamw", "muon"] = "adamw", **options: Any) -> NorMuon:
-    """A :class:`NorMuon` over ``model``'s trainable parameters, split by :func:`split_parameters`."""
+def normuon_for(
+    model: nn.Module, *, input_layer: Literal["adamw", "muon"] = "adamw", split_qkv: bool = True, **options: Any
+) -> NorMuon:
+    """A :class:`NorMuon` over ``model``'s trainable parameters, split by :func:`split_parameters`.
+
+    With ``split_qkv`` (default) the fused Q/K/V projections found by
+    :func:`fused_splits` get their own Muon group with ``splits = 3``, so Q, K
+    and V are orthogonalized separately (as the Muon authors do); with
+    ``split_qkv=False`` they are orthogonalized as one ``(3d, d)`` matrix.
+    """
     hidden, other = split_parameters(model, input_layer)
-    groups = [{"params": [p for _n, p in params], "use_muon": use_muon} for params, use_muon in ((hidden, True), (other, False)) if params]
+    fused = fused_splits(model) if split_qkv else {}
+    plain = [p for _n, p in hidden if id(p) not in fused]
+    groups: list[dict[str, Any]] = [{"params": plain, "use_muon": True}] if plain else []
+    for k in sorted({fused[id(p)] for _n, p in hidden if id(p) in fused}):
+        groups.append({"params": [p for _n, p in hidden if fused.get(id(p)) == k], "use_muon": True, "splits": k})
+    if other:
+        groups.append({"params": [p for _n, p in other], "use_muon": False})
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return NorMuon(groups, **options)

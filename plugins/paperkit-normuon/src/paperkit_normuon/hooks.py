@@ -6,8 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from paperkit import hookimpl
-from paperkit import Optimization, RunContext
+from paperkit import Optimization, RunContext, hookimpl
 from paperkit_normuon.functional import normuon_for
 
 
@@ -26,7 +25,7 @@ class NorMuonMethod:
         c = self.config
         # Group by the unwrapped model (its `head` and layer order); the parameters are the same objects.
         optimizer = normuon_for(
-            ctx.accelerator.unwrap_model(model), input_layer=c.input_layer, lr=c.lr, momentum=c.momentum,
+            ctx.accelerator.unwrap_model(model), input_layer=c.input_layer, split_qkv=c.split_qkv, lr=c.lr, momentum=c.momentum,
             beta2=c.beta2, nesterov=c.nesterov, ns_steps=c.ns_steps, eps=c.eps, weight_decay=c.weight_decay,
             normalize=c.normalize, update_scale=c.update_scale, adamw_lr=c.adamw_lr, adamw_betas=tuple(c.adamw_betas),
             adamw_eps=c.adamw_eps, adamw_weight_decay=c.adamw_weight_decay,
