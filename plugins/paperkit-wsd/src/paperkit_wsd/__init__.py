@@ -72,11 +72,22 @@ method = Method(
         ),
         Claim(
             id="wsd-s-budgets",
-            statement="WSD-S obtains strong checkpoints for several compute budgets in a single run "
-            "(decaying at each budget and resuming from the decayed checkpoint).",
+            statement="WSD-S obtains better checkpoints for several compute budgets in a single run than Cyclic-Cosine "
+            "(decaying at each budget and resuming from the decayed checkpoint, against a cosine cycle per budget).",
             plan="paperkit_wsd:claims/wsd-s-budgets.toml",
-            metric="wsd/budget_test_loss_mean", variant="wsd-s", baseline="constant", direction="lower", margin=0.0,
+            metric="wsd/budget_test_loss_mean", variant="wsd-s", baseline="cyclic-cosine", direction="lower", margin=0.0,
             seeds=(0, 1, 2, 3, 4), quick=(), quick_seeds=(0, 1),
+        ),
+        *(
+            Claim(
+                id=f"wsd-s-vs-wsd-{b}",
+                statement=f"WSD-S, which reuses the earlier decays, outperforms WSD, which branches a decay off a "
+                f"never-decayed main branch, at the same budget ({b} of 300 steps).",
+                plan="paperkit_wsd:claims/wsd-s-budgets.toml",
+                metric=f"wsd/budget-{b}/test_loss", variant="wsd-s", baseline=baseline, direction="lower", margin=0.0,
+                seeds=(0, 1, 2, 3, 4), quick=(), quick_seeds=(0, 1),
+            )
+            for b, baseline in ((150, "wsd-150"), (225, "wsd-225"), (300, "wsd"))
         ),
     ),
 )

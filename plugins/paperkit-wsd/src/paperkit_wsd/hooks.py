@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paperkit import hookimpl
-from paperkit import Optimization, RunContext
+from paperkit import Optimization, RunContext, hookimpl
 from paperkit_wsd.functional import Phases, lr_factor, phases
 
 
