@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from paperkit_g_acil import GACILConfig
 from paperkit_g_acil.functional import (
     UNSEEN_LOGIT,
@@ -17,9 +16,9 @@ from paperkit_g_acil.functional import (
     expand,
     expansion_weight,
     one_hot,
+    ridge_solution,
     rls_init,
     rls_update,
-    ridge_solution,
 )
 from paperkit_g_acil.hooks import GACIL
 

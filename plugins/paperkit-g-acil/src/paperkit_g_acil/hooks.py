@@ -20,7 +20,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from paperkit import PluginError, hookimpl
-
 from paperkit_g_acil.functional import AnalyticHead, RecursiveClassifier, expansion_weight
 
 
