@@ -15,9 +15,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
-
-from paperkit import CNN, MLP
 from paperkit_lsuv.functional import (
     LAYER_TYPES,
     T_MAX,
@@ -27,6 +24,9 @@ from paperkit_lsuv.functional import (
     orthonormal_,
     output_variance,
 )
+from torch import nn
+
+from paperkit import CNN, MLP
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
 
