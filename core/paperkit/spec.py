@@ -168,9 +168,22 @@ HONOURABLE: frozenset[str] = frozenset({"target", "weight"})
 
 #: What a method may declare it touches. Used for plan explanations and for
 #: conflicts: two methods that both declare the same thing in ``exclusive``
-#: cannot share a plan.
+#: cannot share a plan (``"adapter"``: it replaces the target layers by adapter
+#: layers, so a second adapter would find none of them left to wrap).
 TOUCHES: frozenset[str] = frozenset(
-    {"loss", "targets", "weights", "gradients", "parameters", "data", "model", "optimizer", "schedule", "metrics"}
+    {
+        "loss",
+        "targets",
+        "weights",
+        "gradients",
+        "parameters",
+        "data",
+        "model",
+        "optimizer",
+        "schedule",
+        "metrics",
+        "adapter",
+    }
 )
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")

@@ -250,6 +250,18 @@ classification = Method(
     implementation="paperkit.builtin.basic:Classification",
     touches=("metrics",),
 )
+
+
+def _check_text_model(plan: object, config: object) -> None:
+    """The held-out probe feeds MiniLM token ids to the model: a model of the plan's text task must read them."""
+    task = getattr(plan, "task", None)
+    if getattr(task, "key", None) not in ("topics", "sentiment", "text-stream"):
+        raise ValueError(
+            f"probes the model's features on held-out sentences: use a text task (topics, sentiment, text-stream), "
+            f"not '{getattr(task, 'key', '?')}'"
+        )
+
+
 held_out_probe = Method(
     key="held-out-probe",
     summary="What fine-tuning forgets: nearest-class-mean accuracy of the model's features on a held-out text task.",
@@ -258,6 +270,7 @@ held_out_probe = Method(
     implementation="paperkit.builtin.probe:HeldOutProbe",
     config=HeldOutProbeConfig,
     touches=("metrics",),
+    check="paperkit.builtin:_check_text_model",
 )
 naive = Method(
     key="naive",
@@ -290,6 +303,7 @@ lora = Method(
     implementation="paperkit.builtin.low_rank:LoRA",
     config=LoRAConfig,
     touches=("model", "parameters"),
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     claims=(
         Claim(
             id="lora-vs-full",

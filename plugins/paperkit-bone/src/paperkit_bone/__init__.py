@@ -73,6 +73,7 @@ PAPER = Paper(
 )
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="bone",
     summary="Bone: W' = W + ΔW with ΔW_ij = W_ij·B_i + B_i on r×r blocks; one zero-initialized r×r matrix per block "
     "row, guided by the frozen weights.",

@@ -81,6 +81,7 @@ PAPER = Paper(
 )
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="corda",
     summary="CorDA: LoRA's architecture with A, B from the SVD of W·C (C the input covariance of context samples); "
     "IPA trains the largest components, KPA the smallest; the residual stays frozen.",

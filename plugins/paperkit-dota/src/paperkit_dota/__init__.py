@@ -65,6 +65,7 @@ PAPER = Paper(
 _QUICK = ("run.max_steps=3", "task.per_class=12", "run.batch_size=8")
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="dota",
     summary="DoTA: W' = W_res + MPO(G); the MPO cores G start as the TT-SVD of W0 (bond D), the residual "
     "W0 − MPO_D(W0) is frozen, only the cores train.",

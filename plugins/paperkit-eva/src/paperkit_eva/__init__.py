@@ -92,7 +92,7 @@ method = Method(
     implementation="paperkit_eva.hooks:Eva",
     config=EvaConfig,
     touches=("model", "parameters"),
-    exclusive=(),
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     license="Apache-2.0",
     claims=(
         Claim(

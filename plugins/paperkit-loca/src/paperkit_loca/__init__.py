@@ -116,7 +116,7 @@ method = Method(
     implementation="paperkit_loca.hooks:Loca",
     config=LocaConfig,
     touches=("model", "parameters", "gradients"),
-    exclusive=(),
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     license="Apache-2.0",
     claims=(
         Claim(

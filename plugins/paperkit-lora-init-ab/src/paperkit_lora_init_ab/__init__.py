@@ -70,6 +70,7 @@ PAPER = Paper(
 _QUICK = ("run.max_steps=4", "task.per_class=16")
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="lora-init-ab",
     summary="LoRA started with Init[A] (A random, B = 0: PEFT's default) or Init[B] (A = 0, B random); B·A = 0 either way.",
     paper=PAPER,

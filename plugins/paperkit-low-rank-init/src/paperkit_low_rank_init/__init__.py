@@ -14,7 +14,7 @@ wires it to the engine.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from attrs import validators as v
@@ -99,7 +99,17 @@ _SCALE = ("(digits, a 2-hidden-block ReLU MLP of width 128 whose two 128×128 hi
           "momentum 0.9 for 20 epochs; the paper: 300-unit ReLU RNNs on neurogym tasks and sequential MNIST, 10000 "
           "iterations)")
 
+def check_plan(plan: Any, config: Any) -> None:
+    """An adapter freezes the chosen layers' weights: their tangent kernel would be empty."""
+    adapters = [use.key for use in plan.methods if use.section == "adapt"]
+    if adapters and getattr(config, "kernel_params", "layers") == "layers":
+        raise ValueError(
+            f"'{adapters[0]}' freezes the layers whose tangent kernel is measured: set kernel_params = 'all'"
+        )
+
+
 method = Method(
+    check=check_plan,
     key="low-rank-init",
     summary="Redraws the chosen layers as a rank-r truncation of a Gaussian draw at the Gaussian's Frobenius norm "
     "(optionally aligned with the task) and reports the rich/lazy measures: weight change, tangent-kernel and "

@@ -68,6 +68,7 @@ PAPER = Paper(
 )
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="oftv2",
     summary="OFTv2: the frozen weight is rotated on its input side, y = W0ᵀ(R x), by a block-diagonal orthogonal R "
     "from skew-symmetric parameters via a Cayley–Neumann series; R = I at the start.",

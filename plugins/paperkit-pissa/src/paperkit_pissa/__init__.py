@@ -44,6 +44,7 @@ class PiSSAConfig:
 
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="pissa",
     summary="PiSSA: LoRA's architecture with A, B from the principal singular triplets of W; the residual stays frozen.",
     paper=Paper(

@@ -117,6 +117,7 @@ PAPER = Paper(
 )
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="psoft",
     summary="PSOFT: W' = W + B(R - I)A with A = V_r^T, B = U_r S_r from the SVD of W (frozen); only the r×r "
     "Cayley-orthogonal R and two scaling vectors train.",

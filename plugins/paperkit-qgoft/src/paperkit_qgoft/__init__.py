@@ -69,6 +69,7 @@ PAPER = Paper(
 )
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="qgoft",
     summary="qGOFT: the frozen weight is rotated by R = G_1⋯G_L, ⌈log₂ d⌉ parallel layers of d − 1 Givens rotations "
     "(O(d) parameters), relaxed to quasi-Givens 2×2 blocks with free entries under a soft orthogonality "

@@ -84,6 +84,7 @@ PAPER = Paper(
 )
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="s2-lora",
     summary="S2-LoRA: ΔW_i = B·diag(c_i)·A with A, B shared by every adapted matrix of a shape and only the rank "
     "coefficients c_i per matrix, L1-penalized to be sparse.",

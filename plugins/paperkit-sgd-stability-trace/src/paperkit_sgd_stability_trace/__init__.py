@@ -13,7 +13,7 @@ to the engine.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from attrs import validators as v
@@ -110,7 +110,19 @@ def _bound_claim(id: str, variant: str, lr: str, which: str) -> Claim:
     )
 
 
+def check_plan(plan: Any, config: Any) -> None:
+    """With ``loss = "auto"`` the Hessian is of the plan's own loss, which must be one the method can rebuild."""
+    if getattr(config, "loss", "auto") == "auto":
+        keys = [use.key for use in plan.methods if "loss" in use.spec.hooks]
+        if keys not in ([], ["mse"], ["cross-entropy"]):
+            raise ValueError(
+                f"the plan's loss is {keys}; the Hessian is measured for the built-in 'mse' or 'cross-entropy': "
+                "set loss = 'mse' or 'cross-entropy' to measure one of them anyway"
+            )
+
+
 method = Method(
+    check=check_plan,
     key="sgd-stability-trace",
     summary="Wu & Su's dynamical-stability diagnostic: Hutchinson tr(H) and power-iteration λ_max(H) of the training "
     "loss against 2/η (SGD-stable minima have η·tr(H)/2 ≤ 1, GD-stable ones η·λ_max/2 ≤ 1).",

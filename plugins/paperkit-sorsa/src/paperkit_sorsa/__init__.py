@@ -80,6 +80,7 @@ PAPER = Paper(
 )
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="sorsa",
     summary="SORSA: W = W_res + U_p diag(S_p) V_pᵀ from the SVD; U_p, S_p, V_pᵀ train (residual frozen) under the "
     "orthonormal regularizer γ(‖U_pᵀU_p − I‖_F + ‖V_pᵀV_p − I‖_F).",

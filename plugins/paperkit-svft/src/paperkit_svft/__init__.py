@@ -97,6 +97,7 @@ PAPER = Paper(
 _QUICK = ("run.max_steps=3", "task.per_class=12", "run.batch_size=8")
 
 method = Method(
+    exclusive=("adapter",),  # it wraps the target layers: a second adapter would find none left to wrap
     key="svft",
     summary="SVFT: W' = W + U M Vᵀ with U, V the frozen singular vectors of W and only a sparse M trained "
     "(plain = its diagonal, banded, random or top-k entries).",

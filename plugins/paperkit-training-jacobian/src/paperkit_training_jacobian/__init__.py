@@ -14,7 +14,7 @@ to the engine.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from attrs import validators as v
@@ -121,7 +121,36 @@ CLAIMS = (
     ),
 )
 
+#: hooks of other methods the functional replay reproduces (they act before or after training, not inside it)
+_REPLAYABLE = frozenset({"init", "adapt", "evaluate", "after_run", "after_step"})
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def check_plan(plan: Any, config: Any) -> None:
+    """Refuse at plan check what the replay cannot reproduce (the model's own layers are checked at the start)."""
+    if plan.task.kind != "class":
+        raise ValueError(f"the replay computes cross-entropy on class labels; the task's kind is '{plan.task.kind}'")
+    if plan.run.grad_clip:
+        raise ValueError("the replay does not model gradient clipping: remove [run] grad_clip")
+    optimizers = []
+    for use in plan.methods:
+        if use.key == "training-jacobian" or use.key == "cross-entropy" or use.implicit:
+            continue
+        if use.key in _OPTIMIZERS and set(use.spec.hooks) == {"optimize"}:
+            optimizers.append(use.key)
+            continue
+        other = set(use.spec.hooks) - _REPLAYABLE
+        if other:
+            raise ValueError(
+                f"cannot replay a run with '{use.key}' ({', '.join(sorted(other))}): only the optimizers "
+                f"{', '.join(_OPTIMIZERS)}, the built-in cross-entropy and init/adapt/evaluate methods are modelled"
+            )
+    if len(optimizers) != 1:
+        raise ValueError(f"the replay needs one of the optimizers {', '.join(_OPTIMIZERS)} in [optimize]")
+
+
 method = Method(
+    check=check_plan,
     key="training-jacobian",
     summary="The training Jacobian ∂θ_T/∂θ_0 of a tiny model (the run replayed functionally, forward mode): the "
     "chaotic/bulk/stable regions of its singular values, the bulk's u·v alignment, the output change along each "
