@@ -15,6 +15,7 @@ from paperkit_stablemax.functional import (
     log_stablemax,
     orthogonalize_,
     orthogonalize_gradients_,
+    softmax_cross_entropy,
     stablemax,
     stablemax_cross_entropy,
     stablemax_s,
@@ -115,6 +116,46 @@ def test_softmax_collapses_where_stablemax_keeps_a_gradient():
     assert sm.item() > 0 and torch.count_nonzero(g_sm) > 0
 
 
+def _reference_softmax_loss(logits, labels, dtype):
+    """The reference ``softmax_cross_entropy`` (``utils.py``): log_softmax in ``dtype``, the true class, minus the mean."""
+    logprobs = F.log_softmax(logits, dim=-1, dtype=dtype)
+    return -torch.mean(torch.gather(logprobs, dim=-1, index=labels.view(-1, 1)).squeeze(-1))
+
+
+def test_softmax_baseline_is_the_reference_softmax_cross_entropy_in_its_dtype():
+    """The baseline loss equals the reference's bit for bit (values and gradients) in float32 and float64;
+    in float32 it is torch's cross_entropy."""
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64):
+        for scale in (0.5, 5.0, 50.0):
+            raw = torch.randn(32, 11, generator=g) * scale
+            labels = torch.randint(0, 11, (32,), generator=g)
+            ours_in, ref_in = raw.clone().requires_grad_(True), raw.clone().requires_grad_(True)
+            ours, ref = softmax_cross_entropy(ours_in, labels, dtype=dtype), _reference_softmax_loss(ref_in, labels, dtype)
+            assert ours.dtype == ref.dtype == dtype and torch.equal(ours, ref)
+            ours.backward()
+            ref.backward()
+            assert ours_in.grad.dtype == torch.float32 and torch.equal(ours_in.grad, ref_in.grad)
+    torch.testing.assert_close(softmax_cross_entropy(raw, labels, dtype=torch.float32), F.cross_entropy(raw, labels))
+
+
+def test_float64_softmax_delays_the_collapse_that_float32_softmax_shows():
+    """The paper's precision point, on float32 logits as in training: at a margin of 30 the float32 softmax CE is
+    exactly 0 and the true class's gradient too, while float64 keeps both nonzero; at 120 both precisions collapse
+    (every gradient entry underflows in the float32 logits); StableMax keeps a loss and a gradient at both."""
+    labels = torch.tensor([0])
+    for margin, collapses32, collapses64 in ((30.0, True, False), (120.0, True, True)):
+        logits = torch.tensor([[margin, 0.0, -5.0, 3.0]], requires_grad=True)
+        for dtype, collapses in ((torch.float32, collapses32), (torch.float64, collapses64)):
+            loss = softmax_cross_entropy(logits, labels, dtype=dtype)
+            (grad,) = torch.autograd.grad(loss, logits)
+            assert (loss.item() == 0.0 and grad[0, 0].item() == 0.0) == collapses, (margin, dtype)
+            if margin == 120.0:
+                assert torch.count_nonzero(grad) == 0
+        sm = stablemax_cross_entropy(logits, labels, dtype=torch.float64)
+        assert sm.item() > 0 and torch.autograd.grad(sm, logits)[0][0, 0].item() != 0.0
+
+
 def test_invalid_reduction_is_rejected():
     with pytest.raises(ValueError, match="reduction"):
         stablemax_cross_entropy(torch.zeros(1, 2), torch.tensor([0]), reduction="max")
@@ -126,6 +167,10 @@ def test_stablemax_hook_is_the_functional_loss():
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     out = impl.loss(batch={"y": labels}, outputs=SimpleNamespace(logits=logits))
     torch.testing.assert_close(out, stablemax_cross_entropy(logits, labels, dtype=torch.float64))
+    for dtype in ("float32", "float64"):
+        baseline = StableMax(StableMaxConfig(dtype=dtype, activation="softmax"))
+        out = baseline.loss(batch={"y": labels}, outputs=SimpleNamespace(logits=logits))
+        assert torch.equal(out, softmax_cross_entropy(logits, labels, dtype=getattr(torch, dtype)))
 
 
 # -- ⊥Grad ----------------------------------------------------------------------------
@@ -239,7 +284,8 @@ def test_records():
     assert stablemax_method.hooks == ("loss",) and "loss" in stablemax_method.touches
     assert orthograd_method.hooks == ("optimize",) and orthograd_method.touches == ("gradients",)
     assert orthograd_method.exclusive == ()  # composes with any optimizer method
-    assert StableMaxConfig().dtype == "float64" and OrthoGradConfig().rescale is True
+    assert StableMaxConfig().dtype == "float64" and StableMaxConfig().activation == "stablemax"
+    assert OrthoGradConfig().rescale is True
 
 
 def test_example_runs_with_both_methods(run_plan):

@@ -23,7 +23,7 @@ size. The base optimizer (SGD, AdamW) then steps on g_perp.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -67,6 +67,26 @@ def stablemax_cross_entropy(
     """
     logprobs = log_stablemax(logits.to(dtype), dim=-1)
     picked = -logprobs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+    return _reduce(picked, reduction)
+
+
+def softmax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype = torch.float64, reduction: str = "mean"
+) -> torch.Tensor:
+    """-log Softmax(x)_y, computed in ``dtype``: the paper's baseline at a chosen precision.
+
+    As the reference ``softmax_cross_entropy`` (``utils.py``): ``log_softmax`` with
+    ``dtype`` (the logits are cast first), then the true class's entry. In float32
+    it equals torch's ``cross_entropy``; in float64 the logits have to grow much
+    further before the true class's probability rounds to exactly 1 (Softmax
+    Collapse), which is how the paper's float64 baseline delays the collapse.
+    """
+    logprobs = torch.nn.functional.log_softmax(logits, dim=-1, dtype=dtype)
+    picked = -logprobs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+    return _reduce(picked, reduction)
+
+
+def _reduce(picked: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return picked.mean()
     if reduction == "sum":

@@ -14,23 +14,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from paperkit import hookimpl
-from paperkit import Optimization
-from paperkit_stablemax.functional import orthogonalize_gradients_, stablemax_cross_entropy
+from paperkit import Optimization, hookimpl
+from paperkit_stablemax.functional import orthogonalize_gradients_, softmax_cross_entropy, stablemax_cross_entropy
 
 
 class StableMax:
-    """-log StableMax(logits)_y, in the configured precision."""
+    """-log StableMax(logits)_y, in the configured precision (or -log Softmax, the paper's baseline, with
+    ``activation = "softmax"``)."""
 
     def __init__(self, config: Any) -> None:
         from paperkit_stablemax import StableMaxConfig
 
         self.config = config if config is not None else StableMaxConfig()
         self.dtype = getattr(torch, self.config.dtype)
+        self.function = stablemax_cross_entropy if self.config.activation == "stablemax" else softmax_cross_entropy
 
     @hookimpl
     def loss(self, batch: dict, outputs: Any) -> torch.Tensor:
-        return stablemax_cross_entropy(outputs.logits, batch["y"], dtype=self.dtype)
+        return self.function(outputs.logits, batch["y"], dtype=self.dtype)
 
 
 class OrthoGrad:
