@@ -11,22 +11,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from paperkit_layer_rotation import LaycaConfig, LayerRotationConfig, layca_method, layer_rotation_method
 from paperkit_layer_rotation.functional import (
     Layca,
     alpha_multipliers,
     cosine_distance,
     is_layer_weight,
+    layca_groups,
     layca_step_,
     layer_rotation,
-    layca_groups,
     layer_weights,
     rotation_summary,
     step_decay,
 )
 from paperkit_layer_rotation.hooks import PLOT_NAME, LaycaMethod, LayerRotation
+from torch import nn
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.toml"
 

@@ -27,8 +27,9 @@ gradient size, and the learning rate sets the layer rotation rate directly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn

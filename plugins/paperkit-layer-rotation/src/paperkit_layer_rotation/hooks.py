@@ -14,9 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from paperkit import hookimpl
-from paperkit import Optimization
-from paperkit_layer_rotation.functional import Layca, layca_groups, layer_rotation, layer_weights, plot_layer_rotation, rotation_summary, step_decay
+from paperkit import Optimization, hookimpl
+from paperkit_layer_rotation.functional import (
+    Layca,
+    layca_groups,
+    layer_rotation,
+    layer_weights,
+    plot_layer_rotation,
+    rotation_summary,
+    step_decay,
+)
 
 PLOT_NAME = "layer-rotation.png"
 
