@@ -10,6 +10,8 @@ are classes the model never learned. This module holds only the records and conf
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from attrs import validators as v
 
@@ -165,7 +167,17 @@ CLAIMS = (
     ),
 )
 
+def check_plan(plan: Any, config: Any) -> None:
+    """The class-name metric embeds the task's class names: only the text tasks carry them."""
+    if config.metric == "class-names" and plan.task.key not in ("topics", "sentiment", "text-stream"):
+        raise ValueError(
+            f"metric = 'class-names' embeds the task's class names; task '{plan.task.key}' has none: use a text task "
+            "(topics, sentiment, text-stream), or metric = 'matrix' / 'graph'"
+        )
+
+
 method = Method(
+    check=check_plan,
     key="loki",
     summary="Loki's training-free prediction rule: the Fréchet mean argmin_y Σ_i p_i(x)·d²(y, y_i) over a label "
     "metric (a matrix, a graph, or distances between class-name embeddings) instead of argmax, so a model that scores "
