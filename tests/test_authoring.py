@@ -204,3 +204,9 @@ def test_a_wheel_of_paperkit_carries_the_template(tmp_path):
     assert Path(module).is_relative_to(tmp_path / "installed")
     assert Path(template).is_relative_to(tmp_path / "installed")
     assert (Path(template) / "cookiecutter.json").is_file() and (Path(template) / "hooks" / "pre_gen_project.py").is_file()
+
+
+def test_template_hooks_are_in_engine_order() -> None:
+    from paperkit.spec import HOOKS
+
+    assert list(TEMPLATE_HOOKS) == [h for h in HOOKS if h in TEMPLATE_HOOKS]

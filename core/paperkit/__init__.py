@@ -18,25 +18,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from paperkit.errors import CheckpointError, PaperkitError, PlanError, PluginError
-from paperkit.spec import (
-    API_VERSION,
-    BATCH_KEYS,
-    HOOKS,
-    SECTION_HOOKS,
-    Claim,
-    Method,
-    ModelSpec,
-    Paper,
-    TaskSpec,
-    hookimpl,
-    option,
-)
 
 __version__ = "0.1.0"
 
 #: Runtime names and the module that defines each; imported on first access so that
 #: ``import paperkit`` never imports torch.
 _LAZY: dict[str, str] = {
+    # the records a plugin describes itself with (no torch; attrs and pluggy load on first use, so that
+    # ``paperkit --help`` pays for neither)
+    "API_VERSION": "paperkit.spec",
+    "BATCH_KEYS": "paperkit.spec",
+    "HOOKS": "paperkit.spec",
+    "SECTION_HOOKS": "paperkit.spec",
+    "Claim": "paperkit.spec",
+    "Method": "paperkit.spec",
+    "ModelSpec": "paperkit.spec",
+    "Paper": "paperkit.spec",
+    "TaskSpec": "paperkit.spec",
+    "hookimpl": "paperkit.spec",
+    "option": "paperkit.spec",
     # what hooks receive
     "RunContext": "paperkit.context",
     "Batch": "paperkit.context",
@@ -102,21 +102,10 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "API_VERSION",
-    "BATCH_KEYS",
-    "HOOKS",
-    "SECTION_HOOKS",
     "CheckpointError",
-    "Claim",
-    "Method",
-    "ModelSpec",
-    "Paper",
     "PaperkitError",
     "PlanError",
     "PluginError",
-    "TaskSpec",
-    "hookimpl",
-    "option",
     *_LAZY,
     "__version__",
 ]
@@ -160,6 +149,19 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers and IDEs
     from paperkit.models.cnn import CNN
     from paperkit.models.minilm import MiniLM, load_minilm
     from paperkit.models.mlp import MLP, Maxout
+    from paperkit.spec import (
+        API_VERSION,
+        BATCH_KEYS,
+        HOOKS,
+        SECTION_HOOKS,
+        Claim,
+        Method,
+        ModelSpec,
+        Paper,
+        TaskSpec,
+        hookimpl,
+        option,
+    )
     from paperkit.step import forward, per_sample_targets, trainable, unwrapped, weighted_mean
     from paperkit.tasks.base import Experience, IndexedDataset, Task, TaskInfo
     from paperkit.tasks.loading import load_task

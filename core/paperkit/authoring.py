@@ -27,15 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from paperkit.errors import PaperkitError, did_you_mean
-from paperkit.spec import HOOK_SECTIONS, HOOKS, KEY_PATTERN, SECTION_HOOKS
 
 #: Hooks the template has a working example for, in the engine's order (:data:`paperkit.spec.HOOKS`). The
 #: others (``loss``, ``after_step``, ...) are added by hand to a plugin rendered with the hook of the plan
 #: section they belong in (:data:`paperkit.spec.HOOK_SECTIONS`); see CONTRIBUTING.md, "More hooks".
-TEMPLATE_HOOKS: tuple[str, ...] = tuple(
-    h
-    for h in HOOKS
-    if h in ("init", "adapt", "optimize", "continual_step", "loss", "regularize", "after_step", "evaluate", "after_run")
+#: (A literal, so that ``paperkit --help`` lists this command without importing the records' module;
+#: ``tests/test_authoring.py`` checks it against ``HOOKS``.)
+TEMPLATE_HOOKS: tuple[str, ...] = (
+    "init",
+    "adapt",
+    "optimize",
+    "continual_step",
+    "loss",
+    "regularize",
+    "after_step",
+    "evaluate",
+    "after_run",
 )
 ARXIV_PATTERN = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z.-]*/\d{7})(v\d+)?$")
 TEMPLATE_ENV = "PAPERKIT_TEMPLATE"
@@ -49,6 +56,8 @@ class AuthoringError(PaperkitError):
 # -- validation ----------------------------------------------------------------------
 def check_key(key: str, registry: Any = None) -> str:
     """``key`` if it is a valid, free method key; otherwise one-line :class:`AuthoringError`."""
+    from paperkit.spec import KEY_PATTERN
+
     if not KEY_PATTERN.match(key or ""):
         raise AuthoringError(
             f"invalid key {key!r}: use lowercase letters and digits in words joined by single dashes, "
@@ -76,6 +85,8 @@ def module_name(key: str) -> str:
 
 def check_hooks(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Hook names from ``"adapt, regularize"`` (or a list), validated, in the engine's order."""
+    from paperkit.spec import HOOK_SECTIONS, HOOKS, SECTION_HOOKS
+
     names = [h.strip() for h in (text.replace(" ", ",").split(",") if isinstance(text, str) else text)]
     names = [h for h in names if h]
     if not names:

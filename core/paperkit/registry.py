@@ -84,9 +84,9 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     if dist is None:
         return ("unknown", "")
     meta = dist.metadata
-    name = meta["Name"] or "unknown"
+    name = meta.get("Name") or "unknown"  # .get: importlib_metadata's backport raises on a missing field
     _LICENSES.setdefault(name, _license_of(meta))
-    return (name, meta["Version"] or "")
+    return (name, meta.get("Version") or "")
 
 
 class Registry:
@@ -323,5 +323,5 @@ def distribution_license(distribution: str) -> str | None:
 
 
 def _license_of(meta: Any) -> str | None:
-    value = meta["License-Expression"] or meta["License"]  # a missing field reads as None
+    value = meta.get("License-Expression") or meta.get("License")  # a missing field is None (or a KeyError)
     return value.strip() if value and value.strip() and value.strip() != "UNKNOWN" else None

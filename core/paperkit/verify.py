@@ -36,10 +36,12 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paperkit.errors import PaperkitError, PlanError, did_you_mean
-from paperkit.spec import Claim
+
+if TYPE_CHECKING:  # annotations only: ``paperkit --help`` registers this module's commands without attrs
+    from paperkit.spec import Claim
 
 DEFAULT_TABLE = "docs/verification.json"
 
