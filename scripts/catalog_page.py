@@ -28,6 +28,9 @@ def load_compatibility(path: Path) -> dict[str, Counter[str]]:
         return {}
     rows = json.loads(path.read_text(encoding="utf-8"))
     out: dict[str, Counter[str]] = {}
+    for row in rows.get("solos", []):  # methods that do not run alone on the tiny task sit out the pairs
+        if row["status"] != "composes":
+            out.setdefault(row["methods"][0], Counter())[f"alone {row['status']}"] += 1
     for row in rows.get("pairs", []):
         for key in row["methods"]:
             out.setdefault(key, Counter())[row["status"]] += 1
@@ -47,6 +50,9 @@ def _claims(record: Any, verified: dict[tuple[str, str], dict[str, Any]]) -> tup
 def _compatibility(counts: Counter[str] | None) -> tuple[str, str]:
     if not counts:
         return "not in the sample", "-1"
+    alone = next((status for status in ("alone fails", "alone refused") if counts[status]), None)
+    if alone is not None:  # see the compatibility page: it needs a task, model or variant of its own
+        return f"needs a setting of its own ({alone} on the tiny task)", "-1"
     parts = [f"{counts[s]} {s}" for s in ("composes", "refused", "fails") if counts[s]]
     return ", ".join(parts), str(counts["composes"])
 
