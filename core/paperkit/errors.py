@@ -40,7 +40,6 @@ class PlanError(PaperkitError):
 
     def __init__(self, message: str, location: str = "") -> None:
         self.location = location
-        self.detail = message
         super().__init__(f"{location}: {message}" if location else message)
 
 

@@ -359,11 +359,6 @@ def load_plan(
     return build_plan(raw, path, variant=variant, registry=registry)
 
 
-def variant_names(raw: dict[str, Any]) -> tuple[str, ...]:
-    variants = raw.get("variants") or {}
-    return tuple(variants) if isinstance(variants, dict) else ()
-
-
 def build_plan(raw: dict[str, Any], path: Path, variant: str | None = None, registry: Any = None) -> Plan:
     """Validate raw plan data (after overrides) for one variant."""
     from paperkit.registry import Registry

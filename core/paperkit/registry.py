@@ -26,17 +26,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from paperkit.errors import PlanError, PluginError, did_you_mean
 from paperkit.spec import API_CHANGES, API_VERSION, HOOKS, Method, ModelSpec, TaskSpec, resolve
 
-Kind = Literal["method", "task", "model"]
 GROUPS: dict[str, str] = {"method": "paperkit.methods", "task": "paperkit.tasks", "model": "paperkit.models"}
 SPEC_TYPES: dict[str, type] = {"method": Method, "task": TaskSpec, "model": ModelSpec}
-STATUSES = ("ok", "import-error", "incompatible", "invalid", "conflict")
 
 
 @attrs.define

@@ -26,7 +26,6 @@ from typing import Any
 from paperkit.runio import atomic_write_text
 
 #: Fields of a metrics.jsonl step record that are bookkeeping, not curves.
-STEP_FIELDS = ("step", "experience", "epoch", "loss", "lr", "samples_per_s")
 BAND_ALPHA = 0.2
 
 

@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 import attrs
 
-Verdict = Literal["supported", "not supported", "inconclusive"]
 VERDICTS: tuple[str, ...] = ("supported", "not supported", "inconclusive")
 
 
