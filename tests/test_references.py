@@ -64,42 +64,64 @@ def test_unknown_variant_is_caught_when_the_plan_loads(write_plan) -> None:
 
 
 def test_reference_runs_the_variant_once_and_equals_the_file(write_plan, tmp_path) -> None:
-    """A reference trains the variant first (beside the run), reuses it, and changes no number of the run."""
+    """A study's reference trains the variant first (in the study), once for every seed that names it, and
+    changes no number of the run."""
+    from paperkit.executor import run_with_references
+    from paperkit.plan import load_plan
+    from paperkit.progress import Progress
+    from paperkit.registry import Registry
+    from paperkit.study import run_study
+
+    registry = Registry()
+    out = tmp_path / "out"
+    plan = load_plan(write_plan(BASE), [f"run.output={json.dumps(str(out))}"], variant="tuned", registry=registry)
+    study = run_study([plan], [0, 1], registry, Progress(), out, "chain")
+    first, second = study.runs
+    runs = _runs(out)
+    bases = [r for r in runs if r["variant"] == "base"]
+    assert len(bases) == 1 and bases[0]["seed"] == 0 and bases[0]["steps"] == 6  # @0: one base for every seed
+    weights = bases[0]["dir"] / "model.safetensors"
+    assert bases[0]["dir"].parent == study.directory
+    assert first.results["references"] == [{"reference": "variant:base@0", "file": str(weights), "run_dir": str(bases[0]["dir"])}]
+    assert second.results["references"][0]["file"] == str(weights)
+    by_file = load_plan(write_plan(BASE.replace('"variant:base@0"', json.dumps(str(weights))), "file.toml"),
+                        [f"run.output={json.dumps(str(tmp_path / 'file'))}"], variant="tuned", registry=registry)
+    assert run_with_references(by_file, 0, registry).results["final"] == first.results["final"]  # bit for bit on CPU
+    alone = run_with_references(plan, 0, registry)  # one run: its base is made beside it, in run.output
+    assert alone.results["final"] == first.results["final"]
+    assert Path(alone.results["references"][0]["run_dir"]).parent == out
+
+
+def test_the_engine_runs_no_other_run(write_plan, tmp_path) -> None:
+    """engine.run trains one run: a reference it was not handed is a plan error, not a nested run."""
     from paperkit.engine import run
     from paperkit.plan import load_plan
     from paperkit.registry import Registry
 
     registry = Registry()
-    out = tmp_path / "out"
-    plan = load_plan(write_plan(BASE), [f"run.output={json.dumps(str(out))}"], variant="tuned", registry=registry)
-    first = run(plan, 0, registry)
-    second = run(plan, 1, registry)
-    runs = _runs(out)
-    bases = [r for r in runs if r["variant"] == "base"]
-    assert len(bases) == 1 and bases[0]["seed"] == 0 and bases[0]["steps"] == 6  # @0: one base for every seed
-    weights = bases[0]["dir"] / "model.safetensors"
-    assert first.results["references"] == [{"reference": "variant:base@0", "file": str(weights), "run_dir": str(bases[0]["dir"])}]
-    assert second.results["references"][0]["file"] == str(weights)
-    by_file = load_plan(write_plan(BASE.replace('"variant:base@0"', json.dumps(str(weights))), "file.toml"),
-                        [f"run.output={json.dumps(str(tmp_path / 'file'))}"], variant="tuned", registry=registry)
-    assert run(by_file, 0, registry).results["final"] == first.results["final"]  # bit for bit on CPU
+    plan = load_plan(write_plan(BASE), [f"run.output={json.dumps(str(tmp_path))}"], variant="tuned", registry=registry)
+    with pytest.raises(PlanError, match="'variant:base@0' was not run before this run"):
+        run(plan, 0, registry)
+    assert _runs(tmp_path) == []
 
 
 def test_relative_seed_and_cycles(write_plan, tmp_path) -> None:
-    from paperkit.engine import run
+    from paperkit.executor import run_with_references
+    from paperkit.jobs import plan_jobs
     from paperkit.plan import load_plan
     from paperkit.registry import Registry
 
     registry = Registry()
     text = BASE.replace('"variant:base@0"', '"variant:base@+5"')
     plan = load_plan(write_plan(text), [f"run.output={json.dumps(str(tmp_path / 'a'))}"], variant="tuned", registry=registry)
-    run(plan, 2, registry)
+    run_with_references(plan, 2, registry)
     assert [r["seed"] for r in _runs(tmp_path / "a") if r["variant"] == "base"] == [7]
     looped = text.replace('run = { name = "chain", max_steps = 6, batch_size = 64 }',
                           'run = { name = "chain", max_steps = 6, init_from = "variant:tuned" }')
     plan = load_plan(write_plan(looped, "loop.toml"), [f"run.output={json.dumps(str(tmp_path / 'b'))}"], variant="tuned", registry=registry)
     with pytest.raises(PlanError, match="variant references form a cycle: tuned@0 -> base@5 -> tuned@5"):
-        run(plan, 0, registry)
+        plan_jobs([plan], [0], registry)  # before anything trains
+    assert not (tmp_path / "b").exists()
 
 
 def test_context_resolves_plain_paths_relative_to_the_plan(write_plan, tmp_path) -> None:

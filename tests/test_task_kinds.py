@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from paperkit import PlanError
-from paperkit.engine import build_task
+from paperkit.building import build_task
 from paperkit.metrics import stream_metrics
 from paperkit.plan import build_plan
 from paperkit.scores import multilabel_scores, regression_scores

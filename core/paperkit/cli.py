@@ -29,6 +29,7 @@ def _console(stderr: bool = False) -> Any:
 
 # -- commands ------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from paperkit.launch_args import launch_options
     from paperkit.runner import run_plan_file
 
     return run_plan_file(
@@ -39,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         output=args.output,
         quiet=args.quiet,
         resume=getattr(args, "resume", None),
+        launch=launch_options(args),
     )
 
 
@@ -270,9 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         type=Path,
-        metavar="RUN_DIR",
-        help="continue this interrupted run directory from its last checkpoint (same plan and plugin versions)",
+        metavar="DIR",
+        help="continue this interrupted run directory from its last checkpoint, or this study directory "
+        "(its completed runs are kept, interrupted ones resume, missing ones run; same plan and plugin versions)",
     )
+    from paperkit.launch_args import add_launch_options
+
+    add_launch_options(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("plugins", help="list installed methods, tasks and models with their status")

@@ -143,8 +143,8 @@ class RunContext:
     eval_set_builder: Callable[..., Any] | None = None
     #: set by the engine: turns a weights path or ``variant:`` reference into a file (see :mod:`paperkit.references`)
     weights_resolver: Callable[..., Path] | None = None
-    #: set by the engine: builds the frozen model a weights reference names (see :meth:`teacher`)
-    teacher_builder: Callable[[str, str], nn.Module] | None = None
+    #: set by the engine: builds the teacher of the frozen models weights references name (see :meth:`teacher`)
+    teacher_builder: Callable[[list[str], str, bool], Teacher] | None = None
     #: the key of the method whose hook is running (set by the dispatcher before every hook call)
     method: str | None = None
     #: true while a closure step re-evaluates the loss on the same batch: ``loss`` and ``regularize`` run
@@ -237,15 +237,14 @@ class RunContext:
     def resolve_weights(self, value: str, where: str = "") -> Path:
         """The weights file a plan names: a path (relative to the plan file) or ``variant:NAME[@SEED|@+K]``.
 
-        A reference runs that variant of this plan first (once per process and
-        seed) and returns its ``model.safetensors``; see :mod:`paperkit.references`.
-        ``where`` (``"file: [adapt] key"``) prefixes error messages.
+        A reference gives the ``model.safetensors`` of that variant's run, made before this run
+        started (see :mod:`paperkit.references`). ``where`` (``"file: [adapt] key"``) prefixes error
+        messages.
         """
-        if self.weights_resolver is None:  # outside the engine (test harnesses): same rules, installed plugins
+        if self.weights_resolver is None:  # a context built by hand: plain paths only
             from paperkit.references import Resolver
-            from paperkit.registry import Registry
 
-            self.weights_resolver = Resolver(self.plan, self.seed, Registry(), Path(self.run_dir).parent)
+            self.weights_resolver = Resolver(self.plan)
         return self.weights_resolver(value, where)
 
     def teacher(self, weights: str | list[str], where: str = "", cache: bool = False) -> Teacher:
@@ -255,16 +254,12 @@ class RunContext:
         prediction (an ensemble). ``cache`` keeps each training sample's logits by ``batch["index"]``: right
         for a fixed teacher on inputs that no transform changes from epoch to epoch.
         """
-        from paperkit.teachers import Teacher
-
-        if self.teacher_builder is None:  # outside the engine (test harnesses): the engine's own rules
-            from paperkit.teachers import teacher_builder
-
-            self.teacher_builder = teacher_builder(self)
+        if self.teacher_builder is None:
+            raise RuntimeError("ctx.teacher needs a run's context (the engine's, or paperkit.testing's harness)")
         names = [weights] if isinstance(weights, str) else list(weights)
         if not names:
             raise ValueError("a teacher needs at least one weights reference")
-        return Teacher([self.teacher_builder(name, where) for name in names], self, cache)
+        return self.teacher_builder(names, where, cache)
 
     def save_weights(self, model: nn.Module, name: str) -> Path | None:
         """Write ``<run_dir>/<name>.safetensors`` from the main process; returns the path there.

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from paperkit.adapters import merge_and_unload
+from paperkit.building import build_model, build_task  # noqa: F401  (build_model: older plugins import it here)
 from paperkit.checkpoint import (
     Checkpointer,
     Resume,
@@ -55,13 +56,13 @@ from paperkit.checkpoint import (
 )
 from paperkit.context import EvalSet, RunContext
 from paperkit.dispatch import Methods
-from paperkit.errors import CheckpointError, PlanError
+from paperkit.errors import PlanError
 from paperkit.metrics import stream_metrics
 from paperkit.plan import Plan
 from paperkit.progress import Progress
-from paperkit.references import Resolver, is_reference, remember, resolve_path
+from paperkit.references import Resolver, resolve_path
 from paperkit.runio import RunRecorder, new_run_dir, versions, write_json
-from paperkit.spec import KINDS, resolve
+from paperkit.spec import KINDS
 from paperkit.step import (  # noqa: F401  (forward, unwrapped: older plugins import them from here)
     TrainingStep,
     build_optimizer,
@@ -69,7 +70,7 @@ from paperkit.step import (  # noqa: F401  (forward, unwrapped: older plugins im
     scheduler_for,
     unwrapped,
 )
-from paperkit.tasks.base import Experience, IndexedDataset, Task, apply_task_options
+from paperkit.tasks.base import Experience, IndexedDataset, Task
 from paperkit.teachers import teacher_builder
 from paperkit.trackers import Trackers
 
@@ -92,14 +93,20 @@ def run(
     progress: Progress | None = None,
     run_dir: Path | None = None,
     resume: Path | None = None,
+    references: Mapping[str, Path] | None = None,
 ) -> RunResult:
-    """Train and evaluate ``plan`` for one seed; ``resume`` continues that run directory from its checkpoint."""
+    """Train and evaluate ``plan`` for one seed; ``resume`` continues that run directory from its checkpoint.
+
+    ``references`` maps each ``variant:`` reference of the plan to the weights file its run left:
+    this function trains one run, and the runs a plan refers to are made before it by
+    :mod:`paperkit.executor` (which every caller of a plan with references goes through).
+    """
     progress = progress or Progress()
     accelerator = _accelerator(plan)
     seed_everything(seed, accelerator.device)
     claim = resume is None and run_dir is None  # a fresh directory of our own, claimed once the plan is known good
     run_dir = Path(resume) if resume else (run_dir or new_run_dir(plan.run.output, plan.run.name, plan.variant, seed))
-    weights = Resolver(plan, seed, registry, run_dir.parent)  # files and `variant:` references (runs them first)
+    weights = Resolver(plan, references or {})  # files, and the files of runs made before this one
     init_from = weights(plan.run.init_from, f"{plan.path}: [run] init_from") if plan.run.init_from else None
     task = build_task(plan)  # user errors (task, model, methods, checkpoint) surface before anything is written
     model = build_model(plan, task, init_from)
@@ -116,7 +123,7 @@ def run(
     progress.start_run(f"{plan.variant or plan.run.name} seed {seed}", task.num_experiences)
     ctx = RunContext(accelerator, plan, seed, task, run_dir)
     ctx.weights_resolver = weights
-    ctx.teacher_builder = teacher_builder(ctx)
+    ctx.teacher_builder = teacher_builder(ctx, registry)
     ctx.batch_sampler = lambda n: _sample_batches(task.experiences[0], plan, seed, accelerator.device, n)
     _write_run_files(recorder, plan, seed, registry, accelerator, restore)
     state, saver = restore.state, Checkpointer(run_dir, plan, seed, registry, accelerator, restore)
@@ -170,7 +177,6 @@ def run(
             )
             if plan.run.save_model:
                 ctx.save_weights(model, "model")
-                remember(plan, seed, run_dir.parent, run_dir / "model.safetensors")
             recorder.write_results(results)  # completed on disk before the checkpoint goes: a kill here loses nothing
             saver.remove()  # the run is complete; model.safetensors is its result
         except KeyboardInterrupt as exc:
@@ -424,65 +430,6 @@ def _shared_run_dir(accelerator: Any, run_dir: Path) -> Path:
     from accelerate.utils import broadcast_object_list
 
     return Path(broadcast_object_list([str(run_dir)])[0])
-
-
-def build_task(plan: Plan) -> Task:
-    """The plan's task, with the core's ``[task]`` options (label noise, validation split) applied."""
-    factory = resolve(plan.task.spec.factory)
-    try:
-        task = factory(plan.task.config) if plan.task.config is not None else factory(**plan.task.options)
-    except (ValueError, TypeError) as exc:
-        raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [task]") from None
-    except (MemoryError, RuntimeError) as exc:
-        raise PlanError(
-            f"cannot build the task: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of memory'}",
-            f"{plan.path}: [task]",
-        ) from None
-    if not isinstance(task, Task):
-        raise PlanError(
-            f"the task factory returned {type(task).__name__}, not a paperkit Task", f"{plan.path}: [task] name"
-        )
-    try:
-        return apply_task_options(task, plan.task.core, plan.task.kind)
-    except ValueError as exc:
-        raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [task] label_noise_type") from None
-
-
-def build_model(plan: Plan, task: Task, init_from: Path | None = None) -> nn.Module:
-    """The plan's model, loaded from ``init_from`` (default: the plan's ``run.init_from`` file)."""
-    from paperkit.weights import load_weights
-
-    factory = resolve(plan.model.spec.factory)
-    try:
-        model = (
-            factory(plan.model.config, task.info)
-            if plan.model.config is not None
-            else factory(task.info, **plan.model.options)
-        )
-    except (ValueError, TypeError) as exc:
-        raise PlanError(str(exc).splitlines()[0], f"{plan.path}: [model]") from None
-    except (MemoryError, RuntimeError) as exc:  # sizes that cannot be allocated: name the table, not the allocator
-        raise PlanError(
-            f"cannot build the model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of memory'}",
-            f"{plan.path}: [model]",
-        ) from None
-    if not isinstance(model, nn.Module):
-        raise PlanError(
-            f"the model factory returned {type(model).__name__}, not a torch.nn.Module", f"{plan.path}: [model] name"
-        )
-    if init_from is None and plan.run.init_from:
-        if is_reference(plan.run.init_from):
-            raise PlanError(
-                "a variant reference is resolved by a run (paperkit.engine.run); pass init_from",
-                f"{plan.path}: [run] init_from",
-            )
-        init_from = resolve_path(plan, plan.run.init_from)
-    if init_from is not None:
-        try:
-            load_weights(model, init_from)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{plan.path}: [run] init_from: {exc}") from None
-    return model
 
 
 def _relative(plan: Plan, path: str) -> Path:

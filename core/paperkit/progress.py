@@ -27,6 +27,13 @@ class Progress:
     def end_run(self) -> None: ...
     def close(self) -> None: ...
 
+    def jobs(self, done: int, running: int, waiting: int) -> None:
+        """Where a study's graph of runs stands (:mod:`paperkit.executor` calls it whenever that changes)."""
+
+    def job_finished(self, label: str, seconds: float) -> None:
+        """A run of the study ended, after ``seconds`` (in this process or in a worker)."""
+        self.run_done()
+
 
 class RichProgress(Progress):
     """Bars for study, experiences and steps with loss and samples/s."""
@@ -56,6 +63,10 @@ class RichProgress(Progress):
     def run_done(self) -> None:
         if self.study is not None:
             self.bars.advance(self.study)
+
+    def jobs(self, done: int, running: int, waiting: int) -> None:
+        if self.study is not None:
+            self.bars.update(self.study, info=f"runs ({running} running, {waiting} waiting)")
 
     def start_run(self, label: str, experiences: int) -> None:
         for task in (self.run, self.steps):
@@ -96,7 +107,7 @@ class SummaryProgress(Progress):
 
         self._clock = time.perf_counter
         self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.total = self.done = 0
+        self.total = self.done = self.running = self.waiting = 0
         self.label = ""
         self.started = self.run_started = self._clock()
 
@@ -107,12 +118,23 @@ class SummaryProgress(Progress):
         self.label, self.run_started = label, self._clock()
 
     def run_done(self) -> None:
-        self.done += 1
         now = self._clock()
-        took = now - self.run_started
+        self._finished(self.label, now - self.run_started, now)
+
+    def jobs(self, done: int, running: int, waiting: int) -> None:
+        self.running, self.waiting = running, waiting
+
+    def job_finished(self, label: str, seconds: float) -> None:
+        self._finished(label, seconds, self._clock())
+
+    def _finished(self, label: str, seconds: float, now: float) -> None:
+        """The estimate divides the elapsed time by the runs done, so it holds for runs made in parallel too."""
+        self.done += 1
         left = (now - self.started) / self.done * (self.total - self.done)
         tail = f"about {format_seconds(left)} left" if self.done < self.total else "study done"
-        self._write(f"[{self.done}/{self.total}] {self.label or 'run'}: {format_seconds(took)}; {tail}")
+        if self.running > 1 or self.waiting:  # a parallel launch: what else is under way
+            tail += f" ({max(self.running - 1, 0)} running, {self.waiting} waiting)"
+        self._write(f"[{self.done}/{self.total}] {label or 'run'}: {format_seconds(seconds)}; {tail}")
 
 
 def format_seconds(seconds: float) -> str:

@@ -12,20 +12,21 @@ two forms:
 ``"variant:NAME"``, ``"variant:NAME@SEED"``, ``"variant:NAME@+K"``
     the final ``model.safetensors`` of variant ``NAME`` of the *same plan*
     (after the same ``--set`` overrides), trained with this run's seed, with
-    seed ``SEED``, or with this run's seed plus ``K``. The engine runs that
-    variant first, in a run directory beside the one that needs it (the
-    study or output directory), and reuses it for every later reference in the
-    same process with the same resolved plan and seed. A run with a fixed
+    seed ``SEED``, or with this run's seed plus ``K``. That variant runs
+    first, in a run directory beside the one that needs it (the study or
+    output directory), once however many runs name it: :mod:`paperkit.jobs`
+    collects the references into a graph of runs before anything trains, and
+    :mod:`paperkit.executor` runs the graph, dependencies first, handing each
+    run the files it names. A run with a fixed
     ``@SEED`` shares one base across all seeds of a study (one pretrained
     model, as in the papers); ``@+K`` gives distinct fine-tunes of one base.
 
 A referenced run is a complete, ordinary run (its own ``plan.toml``,
 ``manifest.json``, ``results.json``), so the chain is on disk for anyone to
-inspect; the run that used it logs an ``{"event": "reference", ...}`` record in
-its ``metrics.jsonl``. Random number generators are saved and restored around
-a referenced run, so a run gets the same numbers whether its weights came
-from a file or from a reference. A cycle (``a`` needs ``b`` needs ``a``, at
-any seeds) is a plan error.
+inspect; the run that used it lists it under ``references`` in its
+``results.json``. Every run seeds its own generators, so a run gets the same
+numbers whether its weights came from a file or from a reference. A cycle
+(``a`` needs ``b`` needs ``a``, at any seeds) is a plan error.
 
 Methods resolve their own options through :meth:`paperkit.context.RunContext.resolve_weights`.
 """
@@ -33,10 +34,9 @@ Methods resolve their own options through :meth:`paperkit.context.RunContext.res
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,6 @@ from paperkit.errors import PlanError
 
 PREFIX = "variant:"
 _PATTERN = re.compile(r"^variant:(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:@(?P<plus>\+)?(?P<seed>\d+))?$")
-
-#: Runs finished in this process: (plan file, variant, fingerprint, seed, directory) -> weights file.
-_FINISHED: dict[tuple[str, str | None, str, int, str], Path] = {}
-#: The (plan file, variant, seed) chain of runs that are waiting for a reference, outermost first.
-_WAITING: contextvars.ContextVar[tuple[tuple[str, str | None, int], ...]] = contextvars.ContextVar(
-    "paperkit_waiting", default=()
-)
 
 
 @attrs.frozen
@@ -109,71 +102,38 @@ def resolve_path(plan: Any, path: str | Path) -> Path:
 
 @attrs.define
 class Resolver:
-    """Turns a plan's weights references into files for one run (the engine makes one per run)."""
+    """Turns a plan's weights names into files for one run: paths as they are, references by lookup.
+
+    The runs that references name are made before this run starts (:mod:`paperkit.jobs` finds them,
+    :mod:`paperkit.executor` runs them), and ``references`` maps each reference as written to the
+    ``model.safetensors`` it gave. A run never starts another run: a reference missing from the map
+    is a :class:`PlanError`.
+    """
 
     plan: Any
-    seed: int
-    registry: Any
-    directory: Path
+    references: Mapping[str, Path] = attrs.field(factory=dict)
     #: (reference as written, file, run directory or None) for every resolution, in order
     resolved: list[tuple[str, Path, Path | None]] = attrs.field(factory=list)
 
     def __call__(self, value: str, where: str = "") -> Path:
-        ref = parse_reference(value, where or f"{self.plan.path}")
+        where = where or f"{self.plan.path}"
+        ref = parse_reference(value, where)
         if ref is None:
             path = resolve_path(self.plan, value)
             self.resolved.append((value, path, None))
             return path
-        path, run_dir = self._run_variant(ref, value, where)
-        self.resolved.append((value, path, run_dir))
-        return path
-
-    def _run_variant(self, ref: VariantReference, value: str, where: str) -> tuple[Path, Path]:
-        from paperkit.plan import build_plan
-
-        where = where or f"{self.plan.path}"
         if ref.variant not in self.plan.variants:
             check_reference(value, tuple(self.plan.variants), where)
-        seed = ref.seed_for(self.seed)
-        me = (str(Path(self.plan.path).resolve()), self.plan.variant, self.seed)
-        chain = (*_WAITING.get(), me)
-        wanted = (me[0], ref.variant, seed)
-        if any(
-            path == me[0] and variant == ref.variant for path, variant, _seed in chain
-        ):  # by name: a relative seed never repeats
-            names = " -> ".join(f"{v or 'plan'}@{s}" for _p, v, s in (*chain, wanted))
-            raise PlanError(f"variant references form a cycle: {names}", where)
-        plan = build_plan(self.plan.raw, self.plan.path, variant=ref.variant, registry=self.registry)
-        if not plan.run.save_model:
+        found = self.references.get(value)
+        if found is None:
             raise PlanError(
-                f"variant '{ref.variant}' sets run.save_model = false, so it leaves no weights to use", where
+                f"'{value}' was not run before this run: a weights reference is resolved by "
+                "paperkit.executor (paperkit run, verify, paperkit.testing), which runs the variant first, "
+                "and must be written in run.init_from or a method's options",
+                where,
             )
-        key = (me[0], ref.variant, plan.fingerprint(), seed, str(self.directory.resolve()))
-        done = _FINISHED.get(key)
-        if done is not None and done.is_file():
-            return done, done.parent
-        from paperkit.engine import run
-        from paperkit.runio import new_run_dir
-
-        token = _WAITING.set(chain)
-        try:
-            with preserved_rng():
-                result = run(
-                    plan, seed, self.registry, run_dir=new_run_dir(self.directory, plan.run.name, plan.variant, seed)
-                )
-        finally:
-            _WAITING.reset(token)
-        if result.results.get("status") != "completed":
-            raise PlanError(f"the run of variant '{ref.variant}' (seed {seed}) did not complete", where)
-        path = result.run_dir / "model.safetensors"
-        _FINISHED[key] = path
-        return path, result.run_dir
-
-
-def remember(plan: Any, seed: int, directory: Path, weights: Path) -> None:
-    """Record a finished run so that a later reference to it in this process reuses its weights."""
-    key = (str(Path(plan.path).resolve()), plan.variant, plan.fingerprint(), seed, str(Path(directory).resolve()))
-    _FINISHED[key] = weights
+        self.resolved.append((value, found, found.parent))
+        return found
 
 
 @contextlib.contextmanager

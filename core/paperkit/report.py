@@ -481,7 +481,7 @@ def summary_table(summary: dict[str, Any]) -> list[str]:
         head += f" Δ vs {baseline} | Δ {conf} CI | test |"
         sep += "---:|---:|---|"
     lines = ["## Results over seeds", "", head, sep]
-    from paperkit.study import fmt_interval, fmt_mean_std
+    from paperkit.stats import fmt_interval, fmt_mean_std
 
     for name in summary["metrics"]:
         for label in summary["variants"]:

@@ -25,8 +25,13 @@ def run_plan_file(
     output: str | None = None,
     quiet: bool = False,
     resume: Any = None,
+    launch: dict[str, Any] | None = None,
 ) -> int:
-    """Run ``path`` (every variant × seed unless restricted); returns the exit status."""
+    """Run ``path`` (every variant × seed unless restricted); returns the exit status.
+
+    ``launch`` (``jobs``, ``launcher``, ``threads``, ``address``) says how a study's runs go: see
+    :mod:`paperkit.executor`. ``resume`` is a run directory, or a study directory to complete.
+    """
     from rich.console import Console
 
     from paperkit.errors import PlanError
@@ -39,20 +44,23 @@ def run_plan_file(
     registry = Registry()
     overrides = [*overrides, *([f"run.output={_quote(output)}"] if output else [])]
     plan = load_plan(path, overrides, registry=registry)
-    if resume is not None:  # one run directory continues from its checkpoint, with its own variant and seed
+    launch = launch or {}
+    study_dir = Path(resume) if resume is not None and (Path(resume) / "study.json").is_file() else None
+    if resume is not None and study_dir is None:  # one run directory continues from its checkpoint
         from paperkit.checkpoint import resume_job
 
         job = resume_job(plan, Path(resume), registry, seeds, variant)
         single: Progress = RichProgress(console) if console.is_terminal and not quiet else Progress()
-        return _single(console, registry, single, *job, resume=Path(resume))
+        threads = launch.get("threads") or _threads_of(Path(resume))  # the run's own: bit-exact on this machine
+        return _single(console, registry, single, *job, resume=Path(resume), threads=threads)
     plans = variant_plans(plan, variant, registry)
     for p in plans:
         _check_output(p)
     _check_output(plan)
     jobs = [(p, s) for p in plans for s in (seeds or p.run.seeds)]
     progress: Progress = RichProgress(console) if console.is_terminal and not quiet else Progress()
-    if len(jobs) == 1:
-        return _single(console, registry, progress, *jobs[0])
+    if len(jobs) == 1 and study_dir is None:
+        return _single(console, registry, progress, *jobs[0], threads=launch.get("threads"))
     from paperkit.study import print_summary, run_study
 
     try:
@@ -66,6 +74,8 @@ def run_plan_file(
             baseline=plan.study.baseline,
             confidence=plan.study.confidence,
             plan_file=path,
+            directory=study_dir,
+            **launch,
         )
     finally:
         progress.close()
@@ -87,12 +97,21 @@ def variant_plans(plan: Any, variants: list[str] | None, registry: Any) -> list[
     return [build_plan(plan.raw, plan.path, variant=v, registry=registry) if v else plan for v in names]
 
 
-def _single(console: Any, registry: Any, progress: Progress, plan: Any, seed: int, resume: Path | None = None) -> int:
-    from paperkit.engine import run
+def _single(
+    console: Any,
+    registry: Any,
+    progress: Progress,
+    plan: Any,
+    seed: int,
+    resume: Path | None = None,
+    threads: int | None = None,
+) -> int:
+    from paperkit.executor import run_with_references, torch_threads
     from paperkit.study import RunRecord, write_run_report_safely
 
     try:
-        result = run(plan, seed, registry, progress, resume=resume)
+        with torch_threads(threads):
+            result = run_with_references(plan, seed, registry, progress, resume=resume)
         progress.run_done()
     finally:
         progress.close()
@@ -103,6 +122,17 @@ def _single(console: Any, registry: Any, progress: Progress, plan: Any, seed: in
     print_results(console, [(record.label, seed, record)])
     console.print(f"run directory: {result.run_dir} (results.json, report.md)")
     return 0
+
+
+def _threads_of(run_dir: Path) -> int | None:
+    """The torch thread count a run recorded in its manifest (CPU reductions split by thread)."""
+    import json
+
+    try:
+        threads = json.loads((run_dir / "manifest.json").read_text()).get("torch_threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return threads if isinstance(threads, int) and threads >= 1 else None
 
 
 def _quote(value: str) -> str:

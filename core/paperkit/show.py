@@ -105,7 +105,25 @@ def explain(path: Any, overrides: list[str], variant: str | None, console: Any) 
     for use in plan.methods:
         if use.spec.batch_keys:
             console.print(f"batch: {use.key} writes {', '.join(use.spec.batch_keys)}", markup=False, highlight=False)
+    _explain_runs(plan, variant, console)
     from paperkit import tomlwrite
 
     console.print("[bold]resolved plan (defaults filled in)[/bold]")
     console.print(tomlwrite.dumps(plan.resolved()), markup=False, highlight=False)
+
+
+def _explain_runs(plan: Any, variant: str | None, console: Any) -> None:
+    """The runs ``paperkit run`` would make, in the order they can run, when weights references chain them."""
+    from paperkit.jobs import plan_jobs
+    from paperkit.plan import build_plan
+    from paperkit.registry import Registry
+
+    registry = Registry()
+    names = [variant] if variant else list(plan.variants)
+    plans = [build_plan(plan.raw, plan.path, variant=v, registry=registry) for v in names] if names else [plan]
+    graph = plan_jobs(plans, None, registry)
+    if not any(job.needs for job in graph.jobs.values()):
+        return
+    console.print(f"[bold]runs ({len(graph)}, each after the runs whose weights it names)[/bold]")
+    for line in graph.describe():
+        console.print(f"  {line}", markup=False, highlight=False)

@@ -275,3 +275,17 @@ def decide(diff: Difference, direction: str, margin: float, confidence: float = 
         effect,
         f"{interval} contains the margin {margin:+g}; more seeds or a larger budget could settle it",
     )
+
+
+# -- formatting (terminal and Markdown tables) -----------------------------------------
+def fmt_mean_std(mean: float, std: float | None) -> str:
+    """``0.9123 ± 0.0042`` (the mean alone for one seed)."""
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def fmt_interval(low: float | None, high: float | None, signed: bool = False) -> str:
+    """``[0.8900, 0.9300]``; ``n/a (n<2)`` where one seed gives no interval."""
+    if low is None or high is None:
+        return "n/a (n<2)"
+    f = "{:+.4f}" if signed else "{:.4f}"
+    return f"[{f.format(low)}, {f.format(high)}]"

@@ -35,6 +35,7 @@ import attrs
 
 from paperkit import stats
 from paperkit.errors import PaperkitError
+from paperkit.stats import fmt_interval, fmt_mean_std  # noqa: F401  (imported from here before)
 
 STREAM_METRICS: tuple[str, ...] = ("average_accuracy", "forgetting", "backward_transfer", "forward_transfer")
 
@@ -190,13 +191,26 @@ def run_study(
     info: dict[str, Any] | None = None,
     report: bool = True,
     reuse: dict[tuple[str, str | None, str, int], RunRecord] | None = None,
+    jobs: int = 1,
+    launcher: str = "local",
+    threads: int | None = None,
+    address: str | None = None,
+    directory: Path | None = None,
 ) -> Study:
     """Run every plan (one per variant) × seed into one study directory, then summarize and report.
 
+    The runs, and the runs their ``variant:`` references need, form a graph
+    (:func:`paperkit.jobs.plan_jobs`) that :func:`paperkit.executor.execute` runs,
+    dependencies first: one after another by default, ``jobs`` at a time on local
+    processes, or on Ray (``launcher``, ``address``); the study's directory and
+    ``study.json`` are the same whichever way it ran.
+
     ``reuse`` maps :func:`run_key` to runs finished earlier (by another study of the same
     invocation): an identical resolved plan and seed is the same run, so it is taken, not
-    repeated, and every run this study makes is added to it. ``paperkit verify`` passes one
-    across claims that share a plan and arms.
+    repeated, and every run this study completes is added to it. ``paperkit verify`` passes one
+    across claims that share a plan and arms. ``directory`` continues an earlier study there
+    (``paperkit run --resume STUDY_DIR``): its completed runs are taken, interrupted ones resume
+    from their checkpoints, and only the missing ones start.
 
     A run that diverges (:class:`~paperkit.errors.DivergenceError`) is recorded
     as failed and the study goes on: a method that diverges where its baseline
@@ -204,49 +218,71 @@ def run_study(
     summary of the runs finished so far is still written. ``report=False``
     leaves the study report to the caller (``paperkit verify`` adds its verdict).
     """
-    from paperkit.engine import run
-    from paperkit.errors import DivergenceError
-    from paperkit.runio import new_run_dir
+    from paperkit.executor import Outcome, execute
+    from paperkit.jobs import plan_jobs
 
-    directory = new_study_dir(output, name)
-    jobs = [(p, s) for p in plans for s in (seeds or p.run.seeds)]
-    runs: list[RunRecord] = []
-    progress.start_study(len(jobs))
-    study = Study(directory, runs, {})
-    try:
-        for plan, seed in jobs:
-            key = run_key(plan, seed)
-            if reuse is not None and key in reuse:
-                runs.append(reuse[key])
-                progress.run_done()
-                continue
-            run_dir = new_run_dir(directory, plan.run.name, plan.variant, seed)
-            label = plan.variant or plan.run.name
-            try:
-                result = run(plan, seed, registry, progress, run_dir=run_dir)
-                results = result.results
-            except DivergenceError as exc:
-                results = _read_results(run_dir) or {"status": "failed", "error": str(exc)}
-            record = RunRecord(label, seed, run_dir, results, plan.variant)
-            runs.append(record)
-            if reuse is not None and results.get("status") == "completed":
-                reuse[key] = record
+    graph = plan_jobs(plans, seeds, registry)  # every reference checked before a directory is made
+    done = {k: Outcome(r.run_dir, r.results) for k, r in (reuse or {}).items() if k in graph.jobs}
+    if directory is not None:
+        directory = Path(directory)
+        done.update(_completed_in(directory, graph, done))
+    else:
+        directory = new_study_dir(output, name)
+    records: dict[Any, RunRecord] = {}
+
+    def finished(key: Any, outcome: Outcome) -> None:
+        job = graph.jobs[key]
+        record = RunRecord(job.label, job.seed, outcome.run_dir, outcome.results, job.plan.variant)
+        records[key] = record
+        if reuse is not None and outcome.results.get("status") == "completed":
+            reuse[key] = record
+        if key in graph.arms:
             write_run_report_safely(record)
-            progress.run_done()
+
+    study = Study(directory, [], {})
+    try:
+        execute(graph, directory, registry, progress, jobs, launcher, threads, done, address, on_done=finished)
     finally:
-        if runs:
-            study.summary = write_study(directory, runs, baseline, confidence, name, plan_file, info, report)
+        for key in graph.arms:
+            if key in records:
+                study.runs.append(records[key])
+            elif reuse is not None and key in reuse:
+                study.runs.append(reuse[key])
+            elif key in done:
+                job, outcome = graph.jobs[key], done[key]
+                study.runs.append(RunRecord(job.label, job.seed, outcome.run_dir, outcome.results, job.plan.variant))
+        if study.runs:
+            study.summary = write_study(directory, study.runs, baseline, confidence, name, plan_file, info, report)
     return study
+
+
+def _completed_in(directory: Path, graph: Any, done: dict[Any, Any]) -> dict[Any, Any]:
+    """The runs of ``graph`` that an earlier launch into ``directory`` completed, with the same resolved plan."""
+    from paperkit.executor import Outcome, _run_dirs
+
+    found = {}
+    for key, run_dir in _run_dirs(graph, directory, done).items():
+        results = _read_results(run_dir)
+        manifest = _read_json(run_dir / "manifest.json") or {}
+        if results and results.get("status") == "completed" and manifest.get("plan_fingerprint") == key[2]:
+            found[key] = Outcome(run_dir, results)
+    return found
 
 
 def run_key(plan: Any, seed: int) -> tuple[str, str | None, str, int]:
     """What makes two runs the same run: the plan file, the variant, the resolved plan and the seed."""
-    return (str(Path(plan.path).resolve()), plan.variant, plan.fingerprint(), seed)
+    from paperkit.jobs import job_key
+
+    return job_key(plan, seed)
 
 
 def write_run_report_safely(record: RunRecord) -> None:
-    """A run's report.md; a plotting problem must never lose the run's results."""
+    """A run's report.md; a plotting problem must never lose the run's results. A run that never started
+    (the run it needed failed) has no directory and no report."""
     from paperkit.report import write_run_report
+
+    if not (record.run_dir / "results.json").is_file():
+        return
 
     try:
         write_run_report(record.run_dir)
@@ -432,14 +468,3 @@ def print_summary(console: Any, summary: dict[str, Any], title: str = "study") -
             first = False
         table.add_section()
     console.print(table)
-
-
-def fmt_mean_std(mean: float, std: float | None) -> str:
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
-
-
-def fmt_interval(low: float | None, high: float | None, signed: bool = False) -> str:
-    if low is None or high is None:
-        return "n/a (n<2)"
-    f = "{:+.4f}" if signed else "{:.4f}"
-    return f"[{f.format(low)}, {f.format(high)}]"

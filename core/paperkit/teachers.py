@@ -173,8 +173,8 @@ class Peer:
 def fresh_model(ctx: RunContext, name: str = "peer") -> nn.Module:
     """A new model of the plan's architecture, its default initialization drawn from a seed of the calling
     method's own (``name`` tells several apart), on the run's device; every global generator is left as it was."""
+    from paperkit.building import build_model
     from paperkit.context import _derived_seed
-    from paperkit.engine import build_model
     from paperkit.references import preserved_rng
 
     with preserved_rng():
@@ -182,8 +182,9 @@ def fresh_model(ctx: RunContext, name: str = "peer") -> nn.Module:
         return build_model(ctx.plan, ctx.task).to(ctx.device)
 
 
-def teacher_builder(ctx: RunContext) -> Callable[[str, str], nn.Module]:
-    """The function behind ``ctx.teacher``: a weights reference -> the frozen model it names, on the device.
+def teacher_builder(ctx: RunContext, registry: Any = None) -> Callable[[list[str], str, bool], Teacher]:
+    """The function behind ``ctx.teacher``: weights references -> the :class:`Teacher` of the frozen models they
+    name, on the device.
 
     A ``variant:`` reference is built from that variant's plan (its ``[model]``),
     on this run's task; a path is loaded into this plan's model. Building it
@@ -192,7 +193,7 @@ def teacher_builder(ctx: RunContext) -> Callable[[str, str], nn.Module]:
     """
 
     def build(value: str, where: str = "") -> nn.Module:
-        from paperkit.engine import build_model
+        from paperkit.building import build_model
         from paperkit.plan import build_plan
         from paperkit.references import parse_reference, preserved_rng
 
@@ -201,9 +202,11 @@ def teacher_builder(ctx: RunContext) -> Callable[[str, str], nn.Module]:
         ref = parse_reference(value, where)
         plan = ctx.plan
         if ref is not None and ref.variant != ctx.plan.variant:
-            registry = getattr(ctx.weights_resolver, "registry", None)
             plan = build_plan(ctx.plan.raw, ctx.plan.path, variant=ref.variant, registry=registry)
         with preserved_rng():  # building draws a default init: it must not shift the run's own draws
             return frozen(build_model(plan, ctx.task, init_from=path).to(ctx.device))
 
-    return build
+    def teacher(names: list[str], where: str, cache: bool) -> Teacher:
+        return Teacher([build(name, where) for name in names], ctx, cache)
+
+    return teacher

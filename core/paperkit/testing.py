@@ -123,7 +123,7 @@ def _run_text(
     variant: str | None = None,
     overrides: tuple[str, ...] = (),
 ) -> Any:
-    from paperkit.engine import run
+    from paperkit.executor import run_with_references as run
     from paperkit.plan import load_plan
     from paperkit.registry import Registry
 
@@ -149,7 +149,7 @@ def run_plan_file(
 ) -> Any:
     """Run the plan file ``path`` for one seed with its run directory under ``output``, optionally resuming
     ``resume`` (a run directory); the engine's ``RunResult`` (``run_dir``, ``results``)."""
-    from paperkit.engine import run
+    from paperkit.executor import run_with_references as run
     from paperkit.plan import load_plan
     from paperkit.registry import Registry
 
@@ -347,7 +347,7 @@ class MethodHarness:
         self.plan = build_plan(raw, path, registry=self.registry)
         self.seed = seed
         self.accelerator = _accelerator(self.plan)
-        from paperkit.engine import build_task
+        from paperkit.building import build_task
 
         self.task = build_task(self.plan)
         self.spec = self.plan_use.spec
@@ -370,6 +370,8 @@ class MethodHarness:
         """A run context as the engine builds it (sample batches and evaluation included)."""
         from paperkit import engine
         from paperkit.context import RunContext
+        from paperkit.references import Resolver
+        from paperkit.teachers import teacher_builder
 
         seed = self.seed if seed is None else seed
         ctx = RunContext(self.accelerator, self.plan, seed, self.task, self.directory / f"run-s{seed}")
@@ -380,11 +382,14 @@ class MethodHarness:
             m, data, ctx.experience or self.task.experiences[0], ctx, "custom", split
         )
         ctx.experience = self.task.experiences[experience]
+        ctx.weights_resolver = Resolver(self.plan, _RunsOnDemand(self.plan, seed, self.directory, self.registry))
+        ctx.teacher_builder = teacher_builder(ctx, self.registry)
         return ctx
 
     def model(self, seed: int | None = None) -> Any:
         """A freshly built model, its default initialization drawn from ``seed``."""
-        from paperkit.engine import build_model, seed_everything
+        from paperkit.building import build_model
+        from paperkit.engine import seed_everything
 
         seed_everything(self.seed if seed is None else seed, self.device)
         return build_model(self.plan, self.task).to(self.device)
@@ -1323,3 +1328,21 @@ def iter_contracts() -> Iterator[tuple[str, str, str]]:
     for name, value in vars(ConformanceSuite).items():
         for hook in getattr(value, "paperkit_hooks", ()):
             yield hook, name, (inspect.getdoc(value) or "").splitlines()[0]
+
+
+class _RunsOnDemand(dict[str, Path]):
+    """The weights a harness's references name, made (in the harness's directory) the first time one is asked
+    for, as the executor makes them before a run: a harness that uses no reference trains nothing more."""
+
+    def __init__(self, plan: Any, seed: int, directory: Path, registry: Any) -> None:
+        super().__init__()
+        self.plan, self.seed, self.directory, self.registry = plan, seed, directory, registry
+        self.made = False
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if not self.made:
+            from paperkit.executor import references_for
+
+            self.made = True
+            self.update(references_for(self.plan, self.seed, self.directory, self.registry))
+        return super().get(key, default)

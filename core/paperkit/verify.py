@@ -105,11 +105,13 @@ def verify_claim(
     progress: Any = None,
     paper: Any = None,
     reuse: dict[Any, Any] | None = None,
+    launch: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``claim``'s two arms over its seeds as a study; return the verification record.
 
     ``reuse`` (see :func:`paperkit.study.run_study`) carries finished runs from claim to claim:
-    claims that share a plan run each arm and seed once.
+    claims that share a plan run each arm and seed once. ``launch`` (``jobs``, ``launcher``,
+    ``threads``, ``address``) is how the study's runs go (:mod:`paperkit.executor`).
     """
     from paperkit.plan import build_plan, load_plan
     from paperkit.progress import Progress
@@ -145,6 +147,7 @@ def verify_claim(
                 info={"claim": {"key": key, "id": claim.id, "quick": quick}},
                 report=False,
                 reuse=reuse,
+                **(launch or {}),
             )
         finally:
             progress.close()
@@ -403,15 +406,11 @@ def _arm_cell(arm: dict[str, Any] | None) -> str:
 def cmd_verify(args: Any) -> int:
     from rich.console import Console
 
+    from paperkit.launch_args import launch_options
     from paperkit.progress import RichProgress, SummaryProgress
 
     console = Console(highlight=False)
-    if args.threads is not None:  # pinned: the same arm gives the same numbers in every plugin's verification
-        if args.threads < 1:
-            raise PaperkitError(f"--threads {args.threads}: give at least 1")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    launch = launch_options(args)  # --threads pinned (default 1): the same arm gives the same numbers everywhere
     registry = installed_registry()
     if args.all == bool(args.key):
         raise PaperkitError("verify needs a method KEY or --all (not both)")
@@ -441,6 +440,7 @@ def cmd_verify(args: Any) -> int:
                 progress=progress,
                 paper=paper,
                 reuse=finished,
+                launch=launch,
             )
         except PaperkitError as exc:
             if not args.all:
@@ -550,13 +550,10 @@ def register_commands(sub: Any) -> None:
         "--table", help=f"also write/update this verification table (JSON list; --all defaults to {DEFAULT_TABLE})"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads for every run (default 1, as the published table; recorded in each record)",
-    )
-    p.set_defaults(handler=cmd_verify)
+    from paperkit.launch_args import add_launch_options
+
+    add_launch_options(p, threads_default="1, as the published table; recorded in each record")
+    p.set_defaults(handler=cmd_verify, threads=1)  # the published table's thread count, recorded in each record
 
     p = sub.add_parser("compare", help="compare existing runs or studies: mean ± std over seeds per variant")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run, study or any directories holding runs")
