@@ -145,3 +145,53 @@ use = "probe"
     assert_png(run_dir / "steps_probe.png")
     record = RunRecord("p", 0, run_dir, results)
     assert record.completed and "classification/accuracy" in record.metrics
+
+
+LOSS_PLAN = """
+[run]
+name = "labels"
+seeds = [0]
+max_steps = 3
+batch_size = 32
+log_every = 1
+
+[task]
+name = "digits"
+
+[model]
+name = "mlp"
+depth = 1
+width = 16
+
+[optimize]
+use = "adamw"
+
+[variants.plain]
+
+[variants.mixed]
+transform = { use = "mixup" }
+"""
+
+
+def test_each_arm_s_loss_is_labelled_by_what_it_measures(write_plan, tmp_path) -> None:
+    """A mixed-target loss is not plotted as plain cross-entropy: the manifest says what the loss measures and the
+    study's loss plot labels each arm with it."""
+    from paperkit.plan import build_plan, load_plan
+    from paperkit.progress import Progress
+    from paperkit.registry import Registry
+    from paperkit.report import _labelled_losses
+    from paperkit.study import run_study
+
+    registry = Registry()
+    plan = load_plan(write_plan(LOSS_PLAN), [f"run.output={json.dumps(str(tmp_path))}"], registry=registry)
+    plans = [build_plan(plan.raw, plan.path, variant=v, registry=registry) for v in ("plain", "mixed")]
+    assert [p.loss_description() for p in plans] == ["cross-entropy", "cross-entropy against mixup's targets"]
+    study = run_study(plans, None, registry, Progress(), tmp_path, "labels")
+    manifests = [json.loads((r.run_dir / "manifest.json").read_text()) for r in study.runs]
+    assert [m["loss"] for m in manifests] == ["cross-entropy", "cross-entropy against mixup's targets"]
+    curves = {r.label: [{1: 1.0}] for r in study.runs}
+    groups, shared = _labelled_losses(curves, study.runs)
+    assert shared == "" and list(groups) == ["plain: cross-entropy", "mixed: cross-entropy against mixup's targets"]
+    groups, shared = _labelled_losses({"plain": [{1: 1.0}]}, study.runs[:1])
+    assert shared == "cross-entropy" and list(groups) == ["plain"]
+    assert "training loss (mean ± 1 std over seeds)" in (study.directory / "report.md").read_text()

@@ -214,7 +214,10 @@ def read_file(path: Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            # copies allocated by torch: a tensor read from the file is only 8-byte aligned, and a CPU matrix
+            # product (MKL) sums in another order for such an operand than for the run's own 64-byte-aligned
+            # tensors, so method state computed on as restored would drift from the uninterrupted run
+            tensors = {name: handle.get_tensor(name).clone() for name in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"{path}: not a readable checkpoint, truncated or damaged ({str(exc).splitlines()[0]})"

@@ -31,16 +31,18 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import attrs
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from paperkit.adapters import merge_and_unload
+
+# the data and evaluation halves of a run live in their own modules; these names stay importable from here
+from paperkit.batches import EvalBatches, TrainBatches, _sample_batches, _share  # noqa: E402,F401
 from paperkit.building import build_model, build_task  # noqa: F401  (build_model: older plugins import it here)
 from paperkit.checkpoint import (
     Checkpointer,
@@ -54,10 +56,17 @@ from paperkit.checkpoint import (
     open_for_resume,
     prepare_run_dir,
 )
-from paperkit.context import EvalSet, RunContext
+from paperkit.context import RunContext
 from paperkit.dispatch import Methods
 from paperkit.errors import PlanError
-from paperkit.metrics import stream_metrics
+from paperkit.evaluation import (  # noqa: E402,F401
+    _evaluate_accuracy,
+    _flat,
+    eval_set,
+    evaluate_all,
+    predict,
+    summarize,
+)
 from paperkit.plan import Plan
 from paperkit.progress import Progress
 from paperkit.references import Resolver, resolve_path
@@ -70,7 +79,7 @@ from paperkit.step import (  # noqa: F401  (forward, unwrapped: older plugins im
     scheduler_for,
     unwrapped,
 )
-from paperkit.tasks.base import Experience, IndexedDataset, Task
+from paperkit.tasks.base import Experience, Task
 from paperkit.teachers import teacher_builder
 from paperkit.trackers import Trackers
 
@@ -84,6 +93,25 @@ class RunResult:
     results: dict[str, Any]
     #: false on the other processes of a multi-process launch, which must not write reports
     is_main_process: bool = True
+
+
+@attrs.define
+class Run:
+    """What the loop of one run shares, built once by :func:`run` and handed to what trains it."""
+
+    plan: Plan
+    task: Task
+    ctx: RunContext
+    methods: Methods
+    #: what a checkpoint saves of the loop itself: position, evaluations so far, samples seen, growth
+    state: RunState
+    recorder: RunRecorder
+    checkpointer: Checkpointer
+    #: Ctrl-C / SIGTERM, shared by every process
+    stop: StopFlag
+    #: what a checkpoint being resumed still has to restore (empty for a fresh run)
+    resume: Resume
+    progress: Progress
 
 
 def run(
@@ -130,6 +158,7 @@ def run(
     results: dict[str, Any] = {"status": "running", "seed": seed, "variant": plan.variant, "plan": plan.run.name}
     recorder.write_results(results)  # a run killed without a word still says it did not finish
     with StopFlag(accelerator) as stop:
+        shared = Run(plan, task, ctx, methods, state, recorder, saver, stop, restore, progress)
         try:
             methods.call("init", model=model, ctx=ctx)
             for _key, adapted in methods.call("adapt", model=model, ctx=ctx):
@@ -145,9 +174,7 @@ def run(
             restore.at_boundary(model, methods, ctx)  # a checkpoint taken between experiences
             for experience in task.experiences[state.next_experience :]:
                 ctx.experience = experience
-                model = train_experience(
-                    model, experience, methods, plan, ctx, state, saver, stop, restore, recorder, progress
-                )
+                model = train_experience(shared, model, experience)
                 methods.call("after_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)
                 state.rows.append(evaluate_all(model, task, methods, plan, ctx, phase="experience_end"))
                 recorder.log(
@@ -208,23 +235,13 @@ def run(
     return RunResult(run_dir, results, accelerator.is_main_process)
 
 
-def train_experience(
-    model: nn.Module,
-    experience: Experience,
-    methods: Methods,
-    plan: Plan,
-    ctx: RunContext,
-    state: RunState,
-    saver: Checkpointer,
-    stop: StopFlag,
-    restore: Resume,
-    recorder: RunRecorder,
-    progress: Progress,
-) -> nn.Module:
+def train_experience(run: Run, model: nn.Module, experience: Experience) -> nn.Module:
     """Train on one experience: every hook of a training step, in order, then the checkpoint.
 
     Returns the model, which is a new one when a method grew it (see :func:`grow`).
     """
+    plan, ctx, methods, state, stop = run.plan, run.ctx, run.methods, run.state, run.stop
+    saver, restore, recorder, progress = run.checkpointer, run.resume, run.recorder, run.progress
     accelerator = ctx.accelerator
     loader = TrainBatches(experience.train, plan, ctx.seed, experience.index, accelerator)
     ctx.train_loader, ctx.steps_per_epoch = loader, len(loader)
@@ -436,272 +453,6 @@ def _relative(plan: Plan, path: str) -> Path:
     return resolve_path(plan, path)
 
 
-# -- data ------------------------------------------------------------------------------
-def _share(ids: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, float]:
-    """This process's contiguous part of a global batch and its loss scale ``n_p * P / b``.
-
-    A process left without samples (``b < P``) repeats the batch's first sample
-    with scale 0: it still takes part in the gradient all-reduce, adding nothing.
-    """
-    if world == 1:
-        return ids, 1.0
-    mine = torch.tensor_split(ids, world)[rank]
-    if len(mine) == 0:
-        return ids[:1], 0.0
-    return mine, len(mine) * world / len(ids)
-
-
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch on ``device``; on the CPU it is already there (batches come from host memory), so as is."""
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-class TrainBatches:
-    """One experience's training data: global batches in a seeded order, this process's share of each.
-
-    The order is a function of the run seed and the experience only: epoch
-    ``e`` is the ``e``-th permutation drawn from a generator seeded with
-    ``seed * 1000 + experience`` (the draws a shuffling ``DataLoader`` makes),
-    so any process count, and a resumed run, recompute it instead of storing
-    it. ``steps(start, stop)`` yields ``(epoch, batch, share)`` for the
-    experience's steps ``start..stop-1``; iterating the object gives one pass
-    over this process's share of the current epoch (for hooks).
-    """
-
-    def __init__(self, dataset: Any, plan: Plan, seed: int, experience: int, accelerator: Any) -> None:
-        self.dataset, self.batch_size, self.num_workers = dataset, plan.run.batch_size, plan.run.num_workers
-        self.seed, self.epoch = seed * 1000 + experience, 0
-        self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
-        self._orders: list[torch.Tensor] = []
-        self._generator = torch.Generator().manual_seed(self.seed)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
-
-    def order(self, epoch: int) -> torch.Tensor:
-        n = len(self.dataset)
-        while len(self._orders) <= epoch:
-            torch.empty((), dtype=torch.int64).random_(generator=self._generator)  # the loader iterator's base seed
-            self._orders.append(torch.randperm(n, generator=self._generator))
-            torch.randperm(n, generator=self._generator)  # the sampler's trailing (empty) remainder draw
-        return self._orders[epoch]
-
-    def steps(self, start: int, stop: int) -> Iterator[tuple[int, dict[str, torch.Tensor], float]]:
-        while start < stop:
-            epoch, first = divmod(start, len(self))
-            last = min(len(self), first + stop - start)
-            self.epoch = epoch
-            for batch, share in self._batches(epoch, first, last):
-                yield epoch, batch, share
-            start += last - first
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for batch, _share in self._batches(self.epoch, 0, len(self)):
-            yield batch
-
-    def _batches(self, epoch: int, first: int, last: int) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
-        order, b = self.order(epoch), self.batch_size
-        parts = [_share(order[k * b : (k + 1) * b], self.rank, self.world) for k in range(first, last)]
-        batches = _fetch(self.dataset, [ids for ids, _ in parts], self.num_workers)
-        for batch, (_ids, share) in zip(batches, parts):
-            yield _to(batch, self.device), share
-
-
-class EvalBatches:
-    """A test set in order: each global batch split over the processes, padded to equal parts so they can be gathered.
-
-    Batches carry ``valid`` (false on padding rows); :func:`predict` gathers
-    and drops the padding, so every process gets the whole set exactly once,
-    in order, whatever the set size and process count.
-    """
-
-    def __init__(self, dataset: Any, batch_size: int, accelerator: Any) -> None:
-        self.dataset, self.batch_size = dataset, batch_size
-        self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        n, parts = len(self.dataset), []
-        for start in range(0, n, self.batch_size):
-            ids = torch.arange(start, min(n, start + self.batch_size))
-            pieces = torch.tensor_split(ids, self.world)
-            mine, width = pieces[self.rank], len(pieces[0])
-            pad = (mine[-1:] if len(mine) else ids[:1]).repeat(width - len(mine))
-            parts.append((torch.cat([mine, pad]), len(mine)))
-        for batch, (ids, real) in zip(_fetch(self.dataset, [ids for ids, _ in parts]), parts):
-            batch["valid"] = torch.arange(len(ids)) < real
-            yield _to(batch, self.device)
-
-
-def _fetch(dataset: Any, index_batches: list[torch.Tensor], num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """The batches with the given sample indices, in order.
-
-    An :class:`IndexedDataset` that keeps its tensors in memory is sliced
-    directly: the same values a ``DataLoader`` would collate, without a Python
-    call per sample. Anything else (a dataset that builds items on the fly,
-    worker processes) goes through a ``DataLoader``.
-    """
-    if num_workers == 0 and type(dataset).__getitem__ is IndexedDataset.__getitem__:
-        for ids in index_batches:
-            yield {
-                "x": dataset.x[ids],
-                "y": dataset.y[ids],
-                "index": dataset.index[ids],
-                **{k: v[ids] for k, v in dataset.extras.items()},
-            }
-        return
-    yield from DataLoader(
-        dataset,
-        batch_sampler=[ids.tolist() for ids in index_batches],
-        num_workers=num_workers,
-        generator=torch.Generator(),
-    )  # its own generator: iterating draws nothing from the global one
-
-
-def _sample_batches(
-    experience: Experience, plan: Plan, seed: int, device: torch.device, n: int
-) -> list[dict[str, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(seed + 7919)
-    loader = DataLoader(experience.train, batch_size=plan.run.batch_size, shuffle=True, generator=generator)
-    out = []
-    for batch in loader:
-        out.append(_to(batch, device))
-        if len(out) == n:
-            break
-    return out
-
-
-# -- evaluation ----------------------------------------------------------------------
-def _eval_loader(experience: Experience, plan: Plan, ctx: RunContext) -> EvalBatches:
-    return EvalBatches(experience.test, plan.run.eval_batch_size, ctx.accelerator)
-
-
-def predict(model: nn.Module, loader: Any, experience: Experience, ctx: RunContext, features: bool = False) -> Any:
-    """Logits and targets over a whole evaluation set, gathered from every process, each sample once and in order;
-    with ``features``, also the model's features (``Outputs.features``) as a third tensor."""
-    was_training = model.training
-    model.eval()
-    logits_all, targets_all, features_all = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            outputs = forward(model, batch["x"], ctx, experience)
-            parts = [outputs.logits.contiguous(), batch["y"]]
-            if features:
-                if outputs.features is None:
-                    raise ValueError("the model offers no features (it is not a paperkit Classifier)")
-                parts.append(outputs.features.contiguous())
-            if ctx.accelerator.num_processes > 1:
-                *parts, valid = ctx.accelerator.gather((*parts, batch["valid"].long()))
-                parts = [p[valid.bool()] for p in parts]
-            logits_all.append(parts[0].float().cpu())
-            targets_all.append(parts[1].cpu())
-            if features:
-                features_all.append(parts[2].float().cpu())
-    model.train(was_training)
-    if features:
-        return torch.cat(logits_all), torch.cat(targets_all), torch.cat(features_all)
-    return torch.cat(logits_all), torch.cat(targets_all)
-
-
-def _predictor(model: nn.Module, loader: Any, experience: Experience, ctx: RunContext, features: bool = False) -> Any:
-    """``predict`` for one evaluation set, deferred until an evaluate method asks for the predictions."""
-    return lambda: predict(model, loader, experience, ctx, features)
-
-
-def eval_set(
-    model: nn.Module, dataset: Any, experience: Experience, ctx: RunContext, phase: str, split: str
-) -> EvalSet:
-    """An :class:`EvalSet` over any dataset (a test set, ``experience.ood[...]``, the training or validation set)."""
-    loader = EvalBatches(dataset, ctx.plan.run.eval_batch_size, ctx.accelerator)
-    return EvalSet(
-        experience,
-        loader,
-        phase,
-        _predictor(model, loader, experience, ctx),
-        split=split,
-        predict_features=_predictor(model, loader, experience, ctx, features=True),
-    )
-
-
-def evaluate_all(
-    model: nn.Module, task: Task, methods: Methods, plan: Plan, ctx: RunContext, phase: str
-) -> dict[int, dict[str, float]]:
-    """Every evaluate method on every experience's test set: ``{experience: {metric: value}}``.
-
-    An experience's out-of-distribution test sets (``experience.ood``) are evaluated
-    the same way; their metrics sit beside the in-distribution ones as
-    ``ood:<set>/<key>/<name>`` (so ``results.json`` reports both, and a claim can
-    name either).
-    """
-    row: dict[int, dict[str, float]] = {}
-    for experience in task.experiences:
-        metrics: dict[str, float] = {}
-        for split, dataset in (("test", experience.test), *((f"ood:{n}", d) for n, d in experience.ood.items())):
-            data = eval_set(model, dataset, experience, ctx, phase, split)
-            prefix = "" if split == "test" else f"{split}/"
-            for key, out in methods.call("evaluate", model=model, data=data, ctx=ctx, step=ctx.step):
-                for name, value in (out or {}).items():
-                    metrics[f"{prefix}{key}/{name}"] = float(value)
-        row[experience.index] = metrics
-    return row
-
-
-def _evaluate_accuracy(
-    model: nn.Module, task: Task, experiences: list[int], plan: Plan, ctx: RunContext
-) -> dict[int, dict[str, float]]:
-    """The task kind's scores (accuracy and loss for class tasks) on the test sets of ``experiences``."""
-    from paperkit.scores import SCORES
-
-    scores = SCORES[plan.task.kind]
-    out = {}
-    for index in experiences:
-        experience = task.experiences[index]
-        out[index] = scores(*predict(model, _eval_loader(experience, plan, ctx), experience, ctx))
-    return out
-
-
-def summarize(
-    task: Task,
-    initial: dict[int, dict[str, float]],
-    rows: list[dict[int, dict[str, float]]],
-    summary: dict[str, Any],
-    kind: str = "class",
-) -> dict[str, Any]:
-    """results.json content: final metrics, per-experience metrics, and for streams the matrix of the task kind's
-    headline metric (``accuracy_matrix``, whatever the metric; ``headline`` names it) and the stream metrics on it."""
-    headline = KINDS[kind]
-    last = rows[-1] if rows else initial
-    final = _mean_over_experiences(last)
-    out: dict[str, Any] = {
-        "final": final,
-        "initial": _mean_over_experiences(initial),
-        "per_experience": {str(k): v for k, v in last.items()},
-        "summary": summary,
-        "headline": {"metric": headline.headline, "direction": headline.direction},
-    }
-    if task.num_experiences > 1 and rows:
-        R = [[row[j].get(headline.headline, float("nan")) for j in range(task.num_experiences)] for row in rows]
-        b = [initial[j].get(headline.headline, float("nan")) for j in range(task.num_experiences)]
-        out.update(accuracy_matrix=R, initial_accuracy=b, **stream_metrics(R, b, headline.direction))
-    return out
-
-
-def _mean_over_experiences(row: dict[int, dict[str, float]]) -> dict[str, float]:
-    """Each metric's mean over the experiences that report it."""
-    names = sorted({name for metrics in row.values() for name in metrics})
-    return {
-        name: sum(m[name] for m in row.values() if name in m) / sum(name in m for m in row.values()) for name in names
-    }
-
-
-def _flat(row: dict[int, dict[str, float]]) -> dict[str, float]:
-    return {f"{name}@{exp}": value for exp, metrics in row.items() for name, value in metrics.items()}
-
-
 def _raw_for_run(plan: Plan) -> dict[str, Any]:
     raw = {k: v for k, v in plan.raw.items() if k not in ("variants", "study")}
     if plan.variant:
@@ -727,6 +478,7 @@ def _manifest(plan: Plan, seed: int, registry: Any, accelerator: Any) -> dict[st
         # CPU results are bit-reproducible for a fixed thread count: reductions split by thread
         "torch_threads": torch.get_num_threads(),
         "methods": [u.key for u in plan.methods],
+        "loss": plan.loss_description(),  # what the logged training loss measures (the reports' labels)
         "versions": versions(dists),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

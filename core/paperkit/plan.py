@@ -213,6 +213,25 @@ class Plan:
         """Methods implementing ``hook``, in plan order."""
         return [m for m in self.methods if hook in m.spec.hooks]
 
+    def loss_description(self) -> str:
+        """What the training loss of this plan measures, in words: its loss method, the methods whose
+        targets or sample weights it is computed against, and the terms added to it.
+
+        ``"cross-entropy"``, ``"cross-entropy against mixup's targets"``, ``"cross-entropy weighted by
+        dataset-equity + ewc"``: reports label each arm's loss curve with it, so a mixed-target or
+        regularized loss is never read as plain cross-entropy of the labels.
+        """
+        losses = [u.key for u in self.methods_for("loss")] or ["loss"]
+        text = " + ".join(losses)
+        targets = [u.key for u in self.methods if "target" in u.spec.batch_keys]
+        weights = [u.key for u in self.methods if "weight" in u.spec.batch_keys]
+        if targets:
+            text += " against " + ", ".join(f"{k}'s" for k in targets) + " targets"
+        if weights:
+            text += " weighted by " + ", ".join(weights)
+        terms = [u.key for u in self.methods_for("regularize") if u.key not in losses]
+        return text + "".join(f" + {k}" for k in terms)
+
     def resolved(self) -> dict[str, Any]:
         """The plan with every default filled in, as plain data (for run directories)."""
         out: dict[str, Any] = {"run": unstructure(self.run)}

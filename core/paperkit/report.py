@@ -252,12 +252,8 @@ def write_run_report(run_dir: Path) -> Path:
         lines += [f"Error: `{results['error']}`", ""]
     plots: list[tuple[str, str]] = []
     if "loss" in series:
-        plots.append(
-            (
-                "training loss",
-                plot_curves({"loss": [series["loss"]]}, run_dir / "loss.png", "training loss", "loss", guides).name,
-            )
-        )
+        what = f"training loss: {manifest['loss']}" if manifest.get("loss") else "training loss"
+        plots.append((what, plot_curves({"loss": [series["loss"]]}, run_dir / "loss.png", what, "loss", guides).name))
     for key, names in _namespaces(series).items():
         path = _plot_namespace(
             {n: {"run": [series[n]]} for n in names}, run_dir / f"steps_{slug(key)}.png", key, guides
@@ -392,6 +388,21 @@ def _num(value: Any) -> str:
 
 
 # -- study report -----------------------------------------------------------------
+def _labelled_losses(
+    groups: dict[str, list[dict[int, float]]], runs: Sequence[Any]
+) -> tuple[dict[str, list[dict[int, float]]], str]:
+    """The loss curves per arm, each labelled by what its loss measures when the arms' losses differ (a
+    mixed-target or regularized loss is not plain cross-entropy); with one measure for all, that measure."""
+    measures: dict[str, str] = {}
+    for r in runs:
+        described = read_json(Path(r.run_dir) / "manifest.json").get("loss")
+        if described:
+            measures.setdefault(r.label, described)
+    if len(set(measures.values())) <= 1:
+        return groups, next(iter(measures.values()), "")
+    return {f"{label}: {measures[label]}" if label in measures else label: c for label, c in groups.items()}, ""
+
+
 def write_study_report(
     directory: Path, summary: dict[str, Any], runs: Sequence[Any], verification: dict[str, Any] | None = None
 ) -> Path:
@@ -412,14 +423,9 @@ def write_study_report(
     if summary["metrics"]:
         plots.append(("final metrics per variant", plot_finals(summary, directory / "final_metrics.png").name))
     if "loss" in curves:
-        plots.append(
-            (
-                "training loss (mean ± std over seeds)",
-                plot_curves(
-                    curves["loss"], directory / "loss.png", "training loss (mean ± 1 std over seeds)", "loss", guides
-                ).name,
-            )
-        )
+        groups, measures = _labelled_losses(curves["loss"], done)
+        title = "training loss (mean ± 1 std over seeds)" + (f": {measures}" if measures else "")
+        plots.append((title, plot_curves(groups, directory / "loss.png", title, "loss", guides).name))
     for key, names in _namespaces(curves).items():
         path = _plot_namespace({n: curves[n] for n in names}, directory / f"steps_{slug(key)}.png", key, guides)
         plots.append((f"per-step values of {key} (mean ± std over seeds)", path.name))

@@ -152,3 +152,8 @@ class RecursiveClassifier:
 
     def load_state_dict(self, state: dict) -> None:
         self.R, self.W, self.seen, self.gamma = state["R"], state["W"], state["seen"], state["gamma"]
+
+    def to(self, device: torch.device | str) -> RecursiveClassifier:
+        """Move R, W and the seen classes to ``device`` (a checkpoint restores them on the CPU)."""
+        self.R, self.W, self.seen = self.R.to(device), self.W.to(device), self.seen.to(device)
+        return self

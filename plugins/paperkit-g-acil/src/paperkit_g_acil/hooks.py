@@ -56,6 +56,8 @@ class GACIL:
             raise PluginError("g-acil: the model's head is not the one its adapt hook installed (another method replaced it)")
         if self.classifier is None:
             self.classifier = RecursiveClassifier(head.expansion.shape[0], head.out_features, self.config.gamma, head.expansion.device)
+        elif self.classifier.R.device != head.expansion.device:  # restored from a checkpoint, which holds it on the CPU
+            self.classifier.to(head.expansion.device)
         was_training = net.training
         net.eval()
         with torch.no_grad():
