@@ -147,7 +147,9 @@ def kl_factor_update(
     Order k: factor i is whitened by the inverses of all the other factors and divided by ∏_{j≠i} d_j.
     ``accumulate``: L ← L + (…)/n (a sum, β unused), the Adagrad form.
     """
-    inverses = [(q * (lam.clamp_min(eps).reciprocal() / q.shape[0]).unsqueeze(0)) @ q.t()
+    # NeMo's rounding order, 1/d · λ⁻¹ (a float32 multiply by fl(1/d)), not λ⁻¹/d: the two differ by an ulp in
+    # about half the entries, and a clamped eigenvalue (λ⁻¹ = 1/ε) carries that ulp into the factor.
+    inverses = [(q * (1 / q.shape[0] * lam.clamp_min(eps).reciprocal()).unsqueeze(0)) @ q.t()
                 for q, lam in zip(eigvecs, eigvals)]
     if grad.dim() == 2:  # NeMo's own contraction order: G (Q Λ⁻¹ Qᵀ / n) Gᵀ
         stats = [grad @ inverses[1] @ grad.t(), grad.t() @ inverses[0] @ grad]
