@@ -256,6 +256,40 @@ def minilm_section(repeats: int) -> list[str]:
     ]
 
 
+def launchers_section(repeats: int) -> list[str]:
+    from launchers import compare
+
+    r = compare()
+    return [
+        "## Studies on several processes",
+        "",
+        f"A study of {r['runs']} independent runs (2 variants × 4 seeds, a 3-layer MLP of width 512 on the embedded",
+        f"digits, {r['epochs']} epochs, one torch thread per run) through `paperkit.study.run_study`, three ways in one",
+        "process (`benchmarks/launchers.py`). The machine's ceiling is what two processes get on a compute loop that",
+        "shares nothing (two spawned workers against one, same run): no launcher of two jobs can beat it here.",
+        "",
+        markdown_table(
+            ["launcher", "seconds", "speed-up", "of the ceiling"],
+            [
+                ["one after another (`--jobs 1`)", f"{r['sequential_s']:.1f}", "1.00", ""],
+                ["2 local workers (`--jobs 2`)", f"{r['jobs2_s']:.1f}", f"{r['jobs2_speedup']:.2f}",
+                 f"{r['jobs2_speedup'] / r['ceiling']:.0%}"],
+                ["Ray, 2 CPUs, cluster start and stop included", f"{r['ray_s']:.1f}", f"{r['ray_speedup']:.2f}",
+                 f"{r['ray_speedup'] / r['ceiling']:.0%}"],
+                ["Ray, the study alone (cluster already up)", f"{r['ray_study_s']:.1f}",
+                 f"{r['ray_study_speedup']:.2f}", f"{r['ray_study_speedup'] / r['ceiling']:.0%}"],
+                ["the machine's ceiling for two processes", "", f"{r['ceiling']:.2f}", "100%"],
+            ],
+        ),
+        "",
+        f"The three `study.json` files are {'identical' if r['same_results'] else 'NOT identical'} (creation time aside).",
+        "Per-run overhead of each launcher, from 8 runs of one optimizer step (task, model, two evaluations, run",
+        f"directory): in this process {r['tiny_inprocess_s']:.2f} s a run, on 2 local workers {r['tiny_jobs2_s']:.2f} s",
+        f"(their start-up spread over the runs), on Ray {r['tiny_ray_s']:.2f} s (the local cluster's start included).",
+        "",
+    ]
+
+
 def tasks_section(repeats: int) -> list[str]:
     import tasks
 
@@ -360,6 +394,7 @@ def main() -> None:
         "minilm": minilm_section,
         "tasks": tasks_section,
         "methods": methods_section,
+        "launchers": launchers_section,
     }
     chosen = args.only.split(",") if args.only else list(builders)
     unknown = [name for name in chosen if name not in builders]
