@@ -37,12 +37,13 @@ def load_compatibility(path: Path) -> dict[str, Counter[str]]:
     return out
 
 
-def _claims(record: Any, verified: dict[tuple[str, str], dict[str, Any]]) -> tuple[str, str]:
+def _claims(record: Any, verified: dict[tuple[str, str], Any]) -> tuple[str, str]:
     """The claims cell (one verdict per claim) and its sort value (supported claims first)."""
     claims = getattr(record.spec, "claims", ()) or ()
     if not claims:
         return "-", "0"
-    verdicts = [verified.get((record.key, c.id), {}).get("verdict", "not yet verified") for c in claims]
+    verdicts = [verified[(record.key, c.id)].verdict if (record.key, c.id) in verified else "not yet verified"
+                for c in claims]
     cell = "<br>".join(f"<code>{html.escape(c.id)}</code>: {html.escape(v)}" for c, v in zip(claims, verdicts, strict=True))
     return cell, str(sum(v == "supported" for v in verdicts))
 
@@ -62,7 +63,7 @@ def _cell(text: str, sort: str | None = None) -> str:
     return f"<td{attribute}>{text}</td>"
 
 
-def row(record: Any, verified: dict[tuple[str, str], dict[str, Any]], compat: dict[str, Counter[str]], license_of: Any) -> str:
+def row(record: Any, verified: dict[tuple[str, str], Any], compat: dict[str, Counter[str]], license_of: Any) -> str:
     """One ``<tr>`` for ``record`` (a registry record, ok or not)."""
     key = html.escape(record.key)
     link = f'<a href="../plugins/#{key.lower()}"><code>{key}</code></a>'
@@ -86,7 +87,7 @@ def row(record: Any, verified: dict[tuple[str, str], dict[str, Any]], compat: di
     return "<tr>" + "".join(cells) + "</tr>"
 
 
-def table(records: list[Any], verified: dict[tuple[str, str], dict[str, Any]], compat: dict[str, Counter[str]], license_of: Any) -> str:
+def table(records: list[Any], verified: dict[tuple[str, str], Any], compat: dict[str, Counter[str]], license_of: Any) -> str:
     """The search box, the count and the table: the part of the page the script works on."""
     head = "".join(f'<th scope="col" data-column="{i}" aria-sort="none">{c}</th>' for i, c in enumerate(COLUMNS))
     body = "\n".join(row(r, verified, compat, license_of) for r in records)
@@ -104,7 +105,7 @@ def table(records: list[Any], verified: dict[tuple[str, str], dict[str, Any]], c
     )
 
 
-def page(records: list[Any], verified: dict[tuple[str, str], dict[str, Any]], compat: dict[str, Counter[str]], license_of: Any) -> str:
+def page(records: list[Any], verified: dict[tuple[str, str], Any], compat: dict[str, Counter[str]], license_of: Any) -> str:
     lines = [
         GENERATED,
         "",

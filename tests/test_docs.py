@@ -82,10 +82,15 @@ def test_card_block_shows_every_claim_and_missing_records() -> None:
     from paperkit.spec import Claim
 
     claims = [Claim("a", "A.", "x:y.toml", "classification/accuracy", "v", "b"), Claim("b", "B.", "x:y.toml", "m", "v", "b")]
-    record = {"arms": {"variant": {"name": "v", "mean": 0.9, "std": 0.01, "n": 5}, "baseline": {"name": "b", "mean": 0.8,
-              "std": 0.02, "n": 5}}, "difference": 0.1, "interval": [0.05, 0.15], "verdict": "supported"}
+    from paperkit.evidence import Verification
+
+    record = Verification.from_dict({
+        "key": "k", "claim": "a", "verdict": "supported", "difference": 0.1, "interval": [0.05, 0.15],
+        "arms": {"variant": {"name": "v", "mean": 0.9, "std": 0.01, "n": 5},
+                 "baseline": {"name": "b", "mean": 0.8, "std": 0.02, "n": 5}}})
     block = gen_docs.card_block("k", claims, {("k", "a"): record})
-    assert "**supported**" in block and "[0.05, 0.15]" in block and "`b`" in block and "not yet verified" in block
+    assert "**supported**" in block and "+0.1000 [+0.0500, +0.1500]" in block and "v: 0.9000 ± 0.0100 (n=5)" in block
+    assert "`b`" in block and "not yet verified" in block
 
 
 def test_plan_reference_lists_every_key() -> None:
@@ -121,7 +126,8 @@ def test_catalog_shows_verification_results_and_their_absence(tmp_path: Path) ->
     present = gen_docs.plugin_catalog(tmp_path / "verification.json", registry)
     assert "adamw-vs-sgd: not supported" in present
     assert "**not supported** (quick budget), 2026-01-02" in present
-    assert "adamw: 0.9 ± 0.01 (n = 3); sgd: 0.95 ± 0.02 (n = 3)" in present
+    assert "adamw: 0.9000 ± 0.0100 (n=3); sgd: 0.9500 ± 0.0200 (n=3)" in present
+    assert "difference -0.0500 [-0.0700, -0.0300]" in present
     assert "budget: task digits, model mlp, epochs 2, batch_size 64" in present
 
 

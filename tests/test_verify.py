@@ -369,3 +369,19 @@ def test_quiet_verify_prints_a_line_per_run_with_the_time_left() -> None:
     assert lines == ["[1/3] a seed 0: 10 s; about 20 s left", "[2/3] b seed 0: 20 s; about 15 s left",
                      "[3/3] a seed 1: 10 s; study done"]
     assert [format_seconds(s) for s in (0.4, 59, 61, 3600 + 125)] == ["0 s", "59 s", "1 min 1 s", "1 h 2 min"]
+
+
+def test_every_published_record_reads_back_as_a_typed_record_and_loses_nothing() -> None:
+    """The typed record (paperkit.evidence) is what every view formats; reading a published row and writing it
+    again gives the same row, old records (no environment) included."""
+    from paperkit.evidence import Verification, load_table
+
+    rows = json.loads((Path(__file__).resolve().parents[1] / "docs" / "verification.json").read_text())
+    records = load_table(rows)
+    assert len(records) == len(rows) > 100
+    for row, record in zip(rows, records, strict=True):
+        assert record.as_dict(machine=False) == row, row["key"]
+    supported = next(r for r in records if r.verdict == "supported" and r.interval)
+    low, high = supported.interval
+    assert supported.difference_text() == f"{supported.difference:+.4f} [{low:+.4f}, {high:+.4f}]"
+    assert Verification.from_dict({"key": "k", "claim": "c", "verdict": "inconclusive"}).difference_text() == "-"

@@ -511,44 +511,36 @@ def summary_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def verification_lines(record: dict[str, Any]) -> list[str]:
+def verification_lines(data: dict[str, Any]) -> list[str]:
     """The claim, what was measured and the verdict, for the top of a verification study's report."""
-    arms = record["arms"]
-    lines = [f"## Claim `{record['claim']}` of `{record['key']}`: **{record['verdict']}**", ""]
-    lines += [f"> {record['statement']}", ""]
+    from paperkit.evidence import Verification
+
+    record = Verification.from_dict(data)
+    variant, baseline = record.arm("variant"), record.arm("baseline")
+    lines = [f"## Claim `{record.claim}` of `{record.key}`: **{record.verdict}**", ""]
+    lines += [f"> {record.statement}", ""]
     lines += [
-        f"Checked: `{record['metric']}` of `{arms['variant']['name']}` vs `{arms['baseline']['name']}`, "
-        f"{record['direction']} is better, margin {record['margin']:+g}, {record['confidence']:.0%} confidence"
-        f"{' (quick budget)' if record.get('quick') else ''}.",
+        f"Checked: `{record.metric}` of `{variant.name}` vs `{baseline.name}`, "
+        f"{record.direction} is better, margin {record.margin:+g}, {record.confidence:.0%} confidence"
+        f"{' (quick budget)' if record.quick else ''}.",
         "",
     ]
-    b = record.get("budget")
-    if b:
+    if record.budget:
         lines += [
-            f"Budget of each arm: {b['task']} / {b['model']}, {b['epochs']} epoch(s)"
-            + (f", at most {b['max_steps']} steps per experience" if b.get("max_steps") else "")
-            + f", batch {b['batch_size']}"
-            + (f"; overrides {', '.join(record['overrides'])}" if record.get("overrides") else "")
+            f"Budget of each arm: {record.budget_text(per_experience=True)}"
+            + (f"; overrides {', '.join(record.overrides)}" if record.overrides else "")
             + ".",
             "",
         ]
-    for role in ("variant", "baseline"):
-        a = arms[role]
-        lines.append(f"- {role} `{a['name']}`: {_mean_std(a)} (n={a['n']}, seeds {a['seeds']})")
-    if record.get("difference") is not None:
-        lo, hi = record.get("interval") or [None, None]
+    for role, arm in (("variant", variant), ("baseline", baseline)):
+        lines.append(f"- {role} `{arm.name}`: {arm.mean_std()} (n={arm.n}, seeds {list(arm.seeds)})")
+    if record.difference is not None:
         lines.append(
-            f"- difference ({arms['variant']['name']} − {arms['baseline']['name']}): {record['difference']:+.4f}, "
-            f"interval {'n/a' if lo is None else f'[{lo:+.4f}, {hi:+.4f}]'} ({record.get('test')})"
+            f"- difference ({variant.name} − {baseline.name}): {record.difference:+.4f}, "
+            f"interval {record.interval_text()}"
         )
-    lines += ["", f"Verdict: **{record['verdict']}** — {record['reason']}.", ""]
+    lines += ["", f"Verdict: **{record.verdict}** — {record.reason}.", ""]
     return lines
-
-
-def _mean_std(arm: dict[str, Any]) -> str:
-    if arm.get("mean") is None:
-        return "no completed runs"
-    return f"{arm['mean']:.4f} ± {arm['std']:.4f}" if arm.get("std") is not None else f"{arm['mean']:.4f}"
 
 
 def _mean_matrices(runs: Sequence[Any]) -> dict[str, list[list[float]]]:

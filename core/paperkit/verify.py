@@ -327,79 +327,59 @@ VERDICT_STYLE = {
 }
 
 
-def print_record(console: Any, record: dict[str, Any]) -> None:
+def print_record(console: Any, data: dict[str, Any]) -> None:
     from rich.markup import escape
 
-    paper = record.get("paper") or {}
+    from paperkit.evidence import Verification
+
+    record = Verification.from_dict(data)
+    paper = record.paper or {}
     console.print(
-        f"[bold]{record['key']}[/bold] claim [bold]{record['claim']}[/bold]"
+        f"[bold]{record.key}[/bold] claim [bold]{record.claim}[/bold]"
         + (f" — {paper['title']} ({paper['year']})" if paper else "")
     )
-    console.print(f"  paper's claim: {escape(record['statement'])}")
-    console.print(
-        f"  checked as: {record['metric']} of '{record['arms']['variant']['name']}' vs '{record['arms']['baseline']['name']}', "
-        f"{record['direction']} is better by more than {record['margin']:+g}, {record['confidence']:.0%} confidence"
-        + (" [yellow](quick budget)[/yellow]" if record.get("quick") else "")
-    )
-    b = record.get("budget")
-    if b:
+    console.print(f"  paper's claim: {escape(record.statement)}")
+    console.print(f"  checked as: {record.checked_as()}" + (" [yellow](quick budget)[/yellow]" if record.quick else ""))
+    if record.budget:
         console.print(
-            f"  budget: {b['task']} / {b['model']}, {b['epochs']} epoch(s)"
-            + (f", at most {b['max_steps']} steps" if b.get("max_steps") else "")
-            + f", batch {b['batch_size']}, seeds {b['seeds']}"
-            + (f", overrides {record['overrides']}" if record.get("overrides") else "")
+            f"  budget: {record.budget_text()}, seeds {record.budget.get('seeds')}"
+            + (f", overrides {list(record.overrides)}" if record.overrides else "")
         )
     console.print("  measured:")
     for role in ("variant", "baseline"):
-        arm = record["arms"][role]
-        if arm["n"] == 0:
-            console.print(f"    {role:8} {arm['name']:>16}: no completed runs")
+        arm = record.arm(role)
+        if arm.n == 0:
+            console.print(f"    {role:8} {arm.name:>16}: no completed runs")
             continue
-        spread = f" ± {arm['std']:.4f}" if arm["std"] is not None else ""
+        values = ", ".join(f"{v:.4f}" for v in arm.values)
+        console.print(f"    {role:8} {arm.name:>16}: {arm.mean_std()}  (n={arm.n}; {values})")
+    if record.difference is not None:
         console.print(
-            f"    {role:8} {arm['name']:>16}: {arm['mean']:.4f}{spread}  (n={arm['n']}; "
-            + ", ".join(f"{v:.4f}" for v in arm["values"])
-            + ")"
+            f"    difference {record.difference:+.4f}, {record.confidence:.0%} interval {record.interval_text()}"
         )
-    if record.get("difference") is not None:
-        interval = record.get("interval")
-        shown = (
-            f"[{interval[0]:+.4f}, {interval[1]:+.4f}] ({record['test']})" if interval else f"n/a ({record['test']})"
-        )
-        console.print(f"    difference {record['difference']:+.4f}, {record['confidence']:.0%} interval {shown}")
-    style = VERDICT_STYLE.get(record["verdict"], "bold")
-    console.print(f"  verdict: [{style}]{record['verdict'].upper()}[/{style}] — {escape(record['reason'])}")
-    if record.get("study_dir"):
-        console.print(f"  study: {record['study_dir']} (report.md, verification.json)")
+    style = VERDICT_STYLE.get(record.verdict, "bold")
+    console.print(f"  verdict: [{style}]{record.verdict.upper()}[/{style}] — {escape(record.reason)}")
+    if record.study_dir:
+        console.print(f"  study: {record.study_dir} (report.md, verification.json)")
 
 
 def print_table(console: Any, records: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
+    from paperkit.evidence import Verification
+
     table = Table(title="verification")
     for column in ("method", "claim", "metric", "variant", "baseline", "difference [interval]", "verdict"):
         table.add_column(column)
-    for r in records:
-        arms = r.get("arms") or {}
-        cells = [_arm_cell(arms.get(role)) for role in ("variant", "baseline")]
-        interval = r.get("interval")
-        diff = (
-            ""
-            if r.get("difference") is None
-            else f"{r['difference']:+.4f}" + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "")
-        )
-        style = VERDICT_STYLE.get(r["verdict"], "bold")
-        table.add_row(r["key"], r["claim"], r.get("metric", ""), *cells, diff, f"[{style}]{r['verdict']}[/{style}]")
+    for data in records:
+        r = Verification.from_dict(data)
+        cells = [
+            f"{r.arm(role).name}: {r.arm(role).summary()}" if role in r.arms else "" for role in ("variant", "baseline")
+        ]
+        diff = "" if r.difference is None else r.difference_text()
+        style = VERDICT_STYLE.get(r.verdict, "bold")
+        table.add_row(r.key, r.claim, r.metric, *cells, diff, f"[{style}]{r.verdict}[/{style}]")
     console.print(table)
-
-
-def _arm_cell(arm: dict[str, Any] | None) -> str:
-    if not arm:
-        return ""
-    if arm.get("n", 0) == 0:
-        return f"{arm['name']}: -"
-    spread = f" ± {arm['std']:.4f}" if arm.get("std") is not None else ""
-    return f"{arm['name']}: {arm['mean']:.4f}{spread} (n={arm['n']})"
 
 
 # -- commands -------------------------------------------------------------------------
