@@ -134,44 +134,44 @@ def run(
     seed_everything(seed, accelerator.device)
     claim = resume is None and run_dir is None  # a fresh directory of our own, claimed once the plan is known good
     run_dir = Path(resume) if resume else (run_dir or new_run_dir(plan.run.output, plan.run.name, plan.variant, seed))
-    weights = Resolver(plan, references or {})  # files, and the files of runs made before this one
-    init_from = weights(plan.run.init_from, f"{plan.path}: [run] init_from") if plan.run.init_from else None
+    resolver = Resolver(plan, references or {})  # files, and the files of runs made before this one
+    init_from = resolver(plan.run.init_from, f"{plan.path}: [run] init_from") if plan.run.init_from else None
     task = build_task(plan)  # user errors (task, model, methods, checkpoint) surface before anything is written
     model = build_model(plan, task, init_from)
     methods = Methods(plan, registry)
-    restore = open_for_resume(run_dir, plan, seed, registry, accelerator) if resume else Resume()
+    resumed = open_for_resume(run_dir, plan, seed, registry, accelerator) if resume else Resume()
     if claim:  # atomically (mkdir), so two runs started in the same second never share a directory
         created = new_run_dir(plan.run.output, plan.run.name, plan.variant, seed, create=accelerator.is_main_process)
         run_dir = _shared_run_dir(accelerator, created)
     elif not resume:
         run_dir = _shared_run_dir(accelerator, run_dir)
-    prepare_run_dir(run_dir, restore, accelerator.is_main_process)
+    prepare_run_dir(run_dir, resumed, accelerator.is_main_process)
     trackers = Trackers(plan.run.trackers, run_dir, plan, seed, accelerator.is_main_process)
     recorder = RunRecorder(run_dir, accelerator.is_main_process, trackers)
     progress.start_run(f"{plan.variant or plan.run.name} seed {seed}", task.num_experiences)
     ctx = RunContext(accelerator, plan, seed, task, run_dir)
-    ctx.weights_resolver = weights
+    ctx.weights_resolver = resolver
     ctx.teacher_builder = teacher_builder(ctx, registry)
     ctx.batch_sampler = lambda n: _sample_batches(task.experiences[0], plan, seed, accelerator.device, n)
-    _write_run_files(recorder, plan, seed, registry, accelerator, restore)
-    state, saver = restore.state, Checkpointer(run_dir, plan, seed, registry, accelerator, restore)
+    _write_run_files(recorder, plan, seed, registry, accelerator, resumed)
+    state, checkpointer = resumed.state, Checkpointer(run_dir, plan, seed, registry, accelerator, resumed)
     results: dict[str, Any] = {"status": "running", "seed": seed, "variant": plan.variant, "plan": plan.run.name}
     recorder.write_results(results)  # a run killed without a word still says it did not finish
     with StopFlag(accelerator) as stop:
-        shared = Run(plan, task, ctx, methods, state, recorder, saver, stop, restore, progress)
+        shared = Run(plan, task, ctx, methods, state, recorder, checkpointer, stop, resumed, progress)
         try:
             methods.call("init", model=model, ctx=ctx)
             for _key, adapted in methods.call("adapt", model=model, ctx=ctx):
                 model = adapted if adapted is not None else model
-            model = accelerator.prepare(restore.regrow(model, methods, ctx))  # a model that grew: its shape again
+            model = accelerator.prepare(resumed.regrow(model, methods, ctx))  # a model that grew: its shape again
             ctx.evaluator = lambda m, exps: _evaluate_accuracy(m, task, exps, plan, ctx)
             ctx.eval_set_builder = lambda m, data, split: eval_set(
                 m, data, ctx.experience or task.experiences[0], ctx, "custom", split
             )
-            if not restore.payload:
+            if not resumed.payload:
                 state.initial = evaluate_all(model, task, methods, plan, ctx, phase="initial")
                 recorder.log({"event": "evaluation", "phase": "initial", "step": 0, "metrics": _flat(state.initial)})
-            restore.at_boundary(model, methods, ctx)  # a checkpoint taken between experiences
+            resumed.at_boundary(model, methods, ctx)  # a checkpoint taken between experiences
             for experience in task.experiences[state.next_experience :]:
                 ctx.experience = experience
                 model = train_experience(shared, model, experience)
@@ -187,14 +187,14 @@ def run(
                 )
                 state.phase = "done"
                 stopping = stop.between_experiences()
-                if stopping or saver.due_at_boundary(last=experience is task.experiences[-1]):
-                    saver.save(model, methods, ctx, state)
+                if stopping or checkpointer.due_at_boundary(last=experience is task.experiences[-1]):
+                    checkpointer.save(model, methods, ctx, state)
                 if stopping:
                     raise RunInterrupted("stopped between experiences")
                 progress.end_experience()
             summary = {key: out for key, out in methods.call("after_run", model=model, ctx=ctx) if out}
             merge_and_unload(accelerator.unwrap_model(model))  # adapters fold in once every method has seen them
-            elapsed = saver.elapsed()
+            elapsed = checkpointer.elapsed()
             results.update(summarize(task, state.initial, state.rows, summary, plan.task.kind))
             results.update(
                 status="completed",
@@ -205,18 +205,18 @@ def run(
             if plan.run.save_model:
                 ctx.save_weights(model, "model")
             recorder.write_results(results)  # completed on disk before the checkpoint goes: a kill here loses nothing
-            saver.remove()  # the run is complete; model.safetensors is its result
+            checkpointer.remove()  # the run is complete; model.safetensors is its result
         except KeyboardInterrupt as exc:
             results.update(
                 status="interrupted",
                 incomplete=True,
                 steps=ctx.step,
-                checkpoint_step=saver.last_step,
+                checkpoint_step=checkpointer.last_step,
                 signal=stop.signal,
             )
             if getattr(exc, "paperkit_where", None):  # raised inside a method's hook: which one
                 results["interrupted_in"] = exc.paperkit_where  # type: ignore[attr-defined]
-            saver.tell_how_to_resume(plan)
+            checkpointer.tell_how_to_resume(plan)
             raise
         except Exception as exc:
             results.update(
@@ -224,10 +224,10 @@ def run(
             )
             raise
         finally:
-            if weights.resolved:
+            if resolver.resolved:
                 results["references"] = [
                     {"reference": ref, "file": str(path), "run_dir": str(rd) if rd else None}
-                    for ref, path, rd in weights.resolved
+                    for ref, path, rd in resolver.resolved
                 ]
             recorder.write_results(results)
             recorder.close()
@@ -241,7 +241,7 @@ def train_experience(run: Run, model: nn.Module, experience: Experience) -> nn.M
     Returns the model, which is a new one when a method grew it (see :func:`grow`).
     """
     plan, ctx, methods, state, stop = run.plan, run.ctx, run.methods, run.state, run.stop
-    saver, restore, recorder, progress = run.checkpointer, run.resume, run.recorder, run.progress
+    checkpointer, resumed, recorder, progress = run.checkpointer, run.resume, run.recorder, run.progress
     accelerator = ctx.accelerator
     loader = TrainBatches(experience.train, plan, ctx.seed, experience.index, accelerator)
     ctx.train_loader, ctx.steps_per_epoch = loader, len(loader)
@@ -253,12 +253,12 @@ def train_experience(run: Run, model: nn.Module, experience: Experience) -> nn.M
         r for _k, r in methods.call("before_experience", model=model, experience=experience, ctx=ctx, step=ctx.step)
     ]
     if not plan.run.train or False in wants_training or optimization.optimizer is None:
-        restore.check_applied(experience.index)
+        resumed.check_applied(experience.index)
         return model
     watched = floating_parameters(model)
     guard = lambda total: check_loss(total, ctx, methods, stop, model, watched)  # noqa: E731  (also shares a Ctrl-C)
     step, optimizer = training_step(model, optimization, methods, ctx, guard)
-    restore.in_experience(model, optimizer, step.scheduler, methods, ctx)  # a checkpoint taken inside this experience
+    resumed.in_experience(model, optimizer, step.scheduler, methods, ctx)  # a checkpoint taken inside this experience
     progress.start_experience(experience.index, ctx.total_steps)
     meter = StepLog(recorder, progress, plan.run.log_every)
     model.train()
@@ -273,7 +273,7 @@ def train_experience(run: Run, model: nn.Module, experience: Experience) -> nn.M
             )
         state.step, state.experience_step = ctx.step, ctx.experience_step
         state.samples += done.batch["y"].shape[0] * world
-        checkpoint = stop.now() or saver.due(ctx)
+        checkpoint = stop.now() or checkpointer.due(ctx)
         if checkpoint or ctx.step % plan.run.log_every == 0 or ctx.experience_step == ctx.total_steps:
             check_parameters(model, ctx, methods, watched)  # never log or checkpoint diverged weights
         meter.log(ctx, optimizer, done.loss, done.terms, done.observed, state.samples)
@@ -281,7 +281,7 @@ def train_experience(run: Run, model: nn.Module, experience: Experience) -> nn.M
         if stopping and not checkpoint:
             check_parameters(model, ctx, methods, watched)
         if checkpoint or stopping:
-            saver.save(model, methods, ctx, state, optimizer, step.scheduler)
+            checkpointer.save(model, methods, ctx, state, optimizer, step.scheduler)
         if stopping:
             raise RunInterrupted(f"stopped after step {ctx.step}")
     return model
@@ -297,12 +297,14 @@ def training_step(
     """
     accelerator = ctx.accelerator
     optimizer = accelerator.prepare(build_optimizer(optimization, model))
-    stepped = plain_optimizer(optimizer, accelerator)  # what the loop zeroes and steps, decided once
-    scheduler = scheduler_for(stepped, optimization.lr_factor, start=ctx.experience_step)  # counts stepped's steps
+    plain = plain_optimizer(optimizer, accelerator)  # what the loop zeroes and steps, decided once
+    scheduler = scheduler_for(
+        plain, optimization.lr_factor, start=ctx.experience_step
+    )  # counts the plain optimizer's steps
     step = TrainingStep(
         methods,
         ctx,
-        stepped,
+        plain,
         scheduler,
         optimization.grad_transform,
         ctx.plan.run.grad_clip,
@@ -485,15 +487,15 @@ def _manifest(plan: Plan, seed: int, registry: Any, accelerator: Any) -> dict[st
 
 
 def _write_run_files(
-    recorder: RunRecorder, plan: Plan, seed: int, registry: Any, accelerator: Any, restore: Resume
+    recorder: RunRecorder, plan: Plan, seed: int, registry: Any, accelerator: Any, resumed: Resume
 ) -> None:
     """plan.toml, resolved.toml and manifest.json; a resumed run keeps them and adds the resume to the manifest."""
     manifest = _manifest(plan, seed, registry, accelerator)
-    if not restore.payload:
+    if not resumed.payload:
         recorder.write_plan(_raw_for_run(plan), plan.resolved())
         recorder.write_manifest(manifest)
         return
-    step = restore.state.step
+    step = resumed.state.step
     recorder.log({"event": "resumed", "step": step})
     if recorder.is_main:
         path = recorder.run_dir / "manifest.json"
