@@ -467,3 +467,18 @@ def test_restored_tensors_are_allocated_like_the_run_s_own() -> None:
     assert all(t.data_ptr() % 64 == 0 and t.is_contiguous() for t in back.values())
     x = torch.randn(256, 33, dtype=torch.float64)
     assert torch.equal(back["R"] @ x, state["R"] @ x)
+
+
+def test_restored_dicts_keep_their_order() -> None:
+    """A method iterating its restored state (a per-layer dict) must see the order the running method had: sums
+    over it round the same way only in the same order (layer-rotation's spread differed after a resume)."""
+    import torch
+
+    from paperkit.checkpoint import round_trip
+
+    state = {"initial": {"stem.0": torch.ones(2), "blocks.0.linear1": torch.zeros(2), "head": torch.ones(1)},
+             "history": [(0, {"stem.0": 0.0, "head": 1.0})], "z": 1, "a": 2}
+    back = round_trip(state)
+    assert list(back) == ["initial", "history", "z", "a"]
+    assert list(back["initial"]) == ["stem.0", "blocks.0.linear1", "head"]
+    assert list(back["history"][0][1]) == ["stem.0", "head"]

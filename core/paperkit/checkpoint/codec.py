@@ -127,7 +127,9 @@ def write_file(path: Path, payload: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
-    header = json.dumps(encode(payload, tensors), sort_keys=True)
+    # keys in the order the state has them: a restored dict iterates as the running one did (a sum over a
+    # method's per-layer dict in another order rounds differently)
+    header = json.dumps(encode(payload, tensors))
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "paperkit": header, "sha256": _digest(header, tensors)})
     with open(tmp, "rb+") as handle:
