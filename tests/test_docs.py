@@ -156,3 +156,16 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for page in ("index", "getting-started", "plan-reference", "hooks", "plugins", "authoring"):
         assert (tmp_path / "site" / page / "index.html").is_file() or (tmp_path / "site" / f"{page}.html").is_file()
+
+
+def test_no_committed_document_names_a_path_of_the_machine_that_wrote_it() -> None:
+    """Generated pages and records (the compatibility matrix's error lines, verification records, cards) must
+    not carry scratch or home paths of the machine that produced them."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("docs/*.md"), *root.glob("docs/*.json"), *root.glob("plugins/*/README.md"),
+             root / "README.md", root / "CONTRIBUTING.md", root / "benchmarks" / "RESULTS.md"]
+    pattern = re.compile(r"(?<![\w.])/(tmp|work|home|root|Users)/")
+    found = [f"{f.relative_to(root)}: {m.group(0)}" for f in files for m in pattern.finditer(f.read_text(encoding="utf-8"))]
+    assert not found, found[:5]

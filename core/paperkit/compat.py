@@ -88,7 +88,8 @@ def run_together(keys: tuple[str, ...], registry: Any, kind: str, directory: Pat
     try:
         result = run(plan, 0, registry, Progress())
     except (PaperkitError, Exception) as exc:  # a failure of any kind is the finding
-        return Outcome(keys, kind, "fails", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        message = str(exc).splitlines()[0].replace(str(path), "plan") if str(exc) else ""  # no scratch paths
+        return Outcome(keys, kind, "fails", f"{type(exc).__name__}: {message}")
     status = result.results.get("status")
     if status != "completed":
         return Outcome(keys, kind, "fails", f"the run ended {status}")
