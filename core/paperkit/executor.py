@@ -128,7 +128,7 @@ def execute(
     if launcher not in LAUNCHERS:
         raise PaperkitError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
     outcomes: dict[JobKey, Outcome] = dict(done or {})
-    dirs = _run_dirs(graph, directory, outcomes)
+    dirs = run_dirs(graph, directory, outcomes)
     todo = [key for key in graph.jobs if key not in outcomes]
     progress.start_study(len(todo))
     if not todo:
@@ -227,7 +227,7 @@ def _spec(
     )
 
 
-def _run_dirs(graph: JobGraph, directory: Path, outcomes: Mapping[JobKey, Outcome]) -> dict[JobKey, Path]:
+def run_dirs(graph: JobGraph, directory: Path, outcomes: Mapping[JobKey, Outcome]) -> dict[JobKey, Path]:
     """Each job's run directory: taken runs keep theirs; the others get ``<run>-<variant>-s<seed>`` in
     ``directory`` (a suffix tells apart two jobs that would share a name: the same variant and seed
     under other overrides)."""
@@ -247,13 +247,9 @@ def _run_dirs(graph: JobGraph, directory: Path, outcomes: Mapping[JobKey, Outcom
 
 
 def _read_results(run_dir: Path) -> dict[str, Any] | None:
-    import json
+    from paperkit.runio import read_json_object
 
-    try:
-        data = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(run_dir / "results.json")
 
 
 class torch_threads:

@@ -36,6 +36,16 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A run file's JSON object (``results.json``, ``manifest.json``); ``None`` when missing, unreadable or not
+    an object, so callers decide what an absent file means."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()

@@ -126,12 +126,9 @@ def _single(
 
 def _threads_of(run_dir: Path) -> int | None:
     """The torch thread count a run recorded in its manifest (CPU reductions split by thread)."""
-    import json
+    from paperkit.runio import read_json_object
 
-    try:
-        threads = json.loads((run_dir / "manifest.json").read_text()).get("torch_threads")
-    except (OSError, ValueError, AttributeError):
-        return None
+    threads = (read_json_object(run_dir / "manifest.json") or {}).get("torch_threads")
     return threads if isinstance(threads, int) and threads >= 1 else None
 
 

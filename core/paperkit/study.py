@@ -258,10 +258,10 @@ def run_study(
 
 def _completed_in(directory: Path, graph: Any, done: dict[Any, Any]) -> dict[Any, Any]:
     """The runs of ``graph`` that an earlier launch into ``directory`` completed, with the same resolved plan."""
-    from paperkit.executor import Outcome, _run_dirs
+    from paperkit.executor import Outcome, run_dirs
 
     found = {}
-    for key, run_dir in _run_dirs(graph, directory, done).items():
+    for key, run_dir in run_dirs(graph, directory, done).items():
         results = _read_results(run_dir)
         manifest = _read_json(run_dir / "manifest.json") or {}
         if results and results.get("status") == "completed" and manifest.get("plan_fingerprint") == key[2]:
